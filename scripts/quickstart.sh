@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's first command: fetch what sslpipe needs (idempotent), build the release binary and
+# run the main pipeline on the bundled sample photos. Extra arguments go to `sslpipe run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "building sslpipe (release; the first build takes several minutes)"
+cargo build --release --locked --quiet
+target/release/sslpipe run pipelines/embed.toml "$@"
+echo
+target/release/sslpipe inspect out/embed --rows 3

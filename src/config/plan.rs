@@ -1,0 +1,494 @@
+//! From raw sections to the validated [`Pipeline`] the engine runs. All checks of meaning live
+//! here: paths exist, sizes fit the model, the output folder is writable.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::raw::{self, EmbeddingType, ModelSection, OnError, SourceSection};
+use super::{ConfigErrors, Locator, Problems};
+use crate::decode::DecodeSettings;
+use crate::model::{BuiltinEncoder, EncoderSpec};
+use crate::runtime::{Device, Optimization, SessionSettings};
+use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
+
+/// ImageNet statistics: what most encoders (and ours, by default) are normalised with.
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+const SECTIONS: &[&str] = &[
+    "pipeline", "source", "decode", "model", "runtime", "embed", "output",
+];
+
+/// A checked pipeline: everything the engine needs, nothing left to validate.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    /// The pipeline text as written (stored in the output's metadata).
+    pub text: String,
+    pub locator: Locator,
+    pub name: String,
+    pub on_error: OnError,
+    /// Decode workers, resolved (≥ 1).
+    pub workers: usize,
+    pub queue: usize,
+    pub source: SourceSpec,
+    pub decode: DecodeSettings,
+    pub model: ModelSpec,
+    pub runtime: RuntimeSpec,
+    pub embed: EmbedSpec,
+    pub output: OutputSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone)]
+pub enum ModelSpec {
+    Builtin {
+        spec: EncoderSpec,
+        seed: u64,
+        norm: Normalization,
+    },
+    Onnx {
+        path: PathBuf,
+        input: Option<String>,
+        output: Option<String>,
+        norm: Normalization,
+    },
+}
+
+impl ModelSpec {
+    pub fn normalization(&self) -> Normalization {
+        match self {
+            ModelSpec::Builtin { norm, .. } | ModelSpec::Onnx { norm, .. } => *norm,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeSpec {
+    pub library: Option<PathBuf>,
+    pub session: SessionSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedSpec {
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub dir: PathBuf,
+    pub rows_per_file: usize,
+    pub row_group_rows: usize,
+    pub embedding_type: EmbeddingType,
+}
+
+pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
+    let locator = Locator::new(text);
+    let mut problems = Problems::new(file, &locator);
+
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e.span().map(|s| locator.line_of(s.start));
+            problems.add_at(line, "", format!("not valid TOML: {}", e.message().trim()));
+            return Err(problems.finish().unwrap_err());
+        }
+    };
+    for key in table.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            problems.add(
+                key,
+                format!(
+                    "unknown section `[{key}]`; expected one of: {}",
+                    SECTIONS.join(", ")
+                ),
+            );
+        }
+    }
+
+    let pipeline: Option<raw::PipelineSection> = section(&table, "pipeline", &mut problems);
+    let source: Option<SourceSection> = required(&table, "source", &mut problems);
+    let decode: Option<DecodeSettings> = section(&table, "decode", &mut problems);
+    let model: Option<ModelSection> = section(&table, "model", &mut problems);
+    let runtime: Option<raw::RuntimeSection> = section(&table, "runtime", &mut problems);
+    let embed: Option<raw::EmbedSection> = section(&table, "embed", &mut problems);
+    let output: Option<raw::OutputSection> = required(&table, "output", &mut problems);
+
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let pipeline = pipeline.unwrap_or_default();
+    if pipeline.queue == 0 {
+        problems.add("pipeline.queue", "must be at least 1");
+    }
+    if pipeline.workers > 1024 {
+        problems.add(
+            "pipeline.workers",
+            format!("{} worker threads is more than 1024", pipeline.workers),
+        );
+    }
+    let workers = if pipeline.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        pipeline.workers
+    };
+
+    let source = source.map(|s| check_source(s, &resolve, &mut problems));
+    let decode = decode.unwrap_or_default();
+    check_decode(&decode, &mut problems);
+    let model = check_model(
+        model.unwrap_or_default(),
+        decode.size,
+        &resolve,
+        &mut problems,
+    );
+    let runtime = check_runtime(runtime.unwrap_or_default(), &resolve, &mut problems);
+    let embed = embed.unwrap_or_default();
+    if embed.batch_size == 0 || embed.batch_size > 4096 {
+        problems.add(
+            "embed.batch_size",
+            format!("must be between 1 and 4096, found {}", embed.batch_size),
+        );
+    }
+    let output = output.and_then(|o| check_output(o, &resolve, &mut problems));
+
+    problems.finish()?;
+    let (Some(Some(source)), Some(model), Some(runtime), Some(output)) =
+        (source, model, runtime, output)
+    else {
+        unreachable!("every None above recorded a problem");
+    };
+    let name = pipeline.name.unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
+    });
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        text: text.to_string(),
+        locator,
+        name,
+        on_error: pipeline.on_error,
+        workers,
+        queue: pipeline.queue,
+        source,
+        decode,
+        model,
+        runtime,
+        embed: EmbedSpec {
+            batch_size: embed.batch_size,
+        },
+        output,
+    })
+}
+
+/// Deserializes an optional section; a malformed one records a problem and yields `None`.
+fn section<T: DeserializeOwned>(
+    table: &toml::Table,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let value = table.get(name)?.clone();
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.inner().to_string();
+            let mut field = name.to_string();
+            let path = e.path().to_string();
+            if path != "." && !path.is_empty() {
+                field = format!("{name}.{path}");
+            }
+            // serde names the offending key only in the message for unknown fields.
+            if let Some(unknown) = inner
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                field = format!("{field}.{unknown}");
+            }
+            problems.add(&field, inner);
+            None
+        }
+    }
+}
+
+fn required<T: DeserializeOwned>(
+    table: &toml::Table,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    if !table.contains_key(name) {
+        problems.add_at(None, name, format!("missing section `[{name}]`"));
+        return None;
+    }
+    section(table, name, problems)
+}
+
+fn check_source(
+    s: SourceSection,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<SourceSpec> {
+    match s {
+        SourceSection::Dir(d) => {
+            let root = resolve(&d.path);
+            if !root.is_dir() {
+                problems.add("source.path", format!("{} is not a folder", root.display()));
+            }
+            let extensions = match d.extensions {
+                Some(list) if list.is_empty() => {
+                    problems.add("source.extensions", "is empty: no file would be read");
+                    Vec::new()
+                }
+                Some(list) => list
+                    .iter()
+                    .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                    .collect(),
+                None => DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            };
+            Some(SourceSpec::Dir {
+                root,
+                extensions,
+                recursive: d.recursive,
+            })
+        }
+        SourceSection::List(l) => {
+            let file = resolve(&l.path);
+            if !file.is_file() {
+                problems.add(
+                    "source.path",
+                    format!("list file {} does not exist", file.display()),
+                );
+            }
+            Some(SourceSpec::List { file })
+        }
+    }
+}
+
+fn check_decode(d: &DecodeSettings, problems: &mut Problems) {
+    if !(8..=4096).contains(&d.size) {
+        problems.add(
+            "decode.size",
+            format!("must be between 8 and 4096 pixels, found {}", d.size),
+        );
+    }
+    if d.max_pixels == 0 {
+        problems.add("decode.max_pixels", "must be positive");
+    }
+}
+
+fn check_norm(
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+    problems: &mut Problems,
+) -> Normalization {
+    let std = std.unwrap_or(IMAGENET_STD);
+    if std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
+        problems.add(
+            "model.std",
+            format!("every value must be positive and finite, found {std:?}"),
+        );
+    }
+    let mean = mean.unwrap_or(IMAGENET_MEAN);
+    if mean.iter().any(|m| !m.is_finite()) {
+        problems.add(
+            "model.mean",
+            format!("every value must be finite, found {mean:?}"),
+        );
+    }
+    Normalization { mean, std }
+}
+
+fn check_model(
+    m: ModelSection,
+    size: u32,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<ModelSpec> {
+    match m {
+        ModelSection::Builtin(b) => {
+            let norm = check_norm(b.mean, b.std, problems);
+            let spec = EncoderSpec {
+                width: b.width,
+                stages: b.stages,
+                embedding_dim: b.embedding_dim,
+                in_channels: 3,
+            };
+            if let Err(e) = BuiltinEncoder::new(spec.clone(), size) {
+                problems.add(
+                    "model",
+                    format!("the built-in encoder cannot be built: {e}"),
+                );
+                return None;
+            }
+            Some(ModelSpec::Builtin {
+                spec,
+                seed: b.seed,
+                norm,
+            })
+        }
+        ModelSection::Onnx(o) => {
+            let norm = check_norm(o.mean, o.std, problems);
+            let path = resolve(&o.path);
+            if !path.is_file() {
+                problems.add(
+                    "model.path",
+                    format!("model file {} does not exist", path.display()),
+                );
+            }
+            Some(ModelSpec::Onnx {
+                path,
+                input: o.input,
+                output: o.output,
+                norm,
+            })
+        }
+    }
+}
+
+fn check_runtime(
+    r: raw::RuntimeSection,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<RuntimeSpec> {
+    let device = match r
+        .device
+        .as_deref()
+        .map(parse_device)
+        .unwrap_or(Ok(Device::Cpu))
+    {
+        Ok(d) => d,
+        Err(msg) => {
+            problems.add("runtime.device", msg);
+            Device::Cpu
+        }
+    };
+    let optimization = match r.optimization.as_deref() {
+        None | Some("extended") => Optimization::Extended,
+        Some("disable") => Optimization::Disable,
+        Some("basic") => Optimization::Basic,
+        Some("all") => Optimization::All,
+        Some(other) => {
+            problems.add(
+                "runtime.optimization",
+                format!(
+                    "expected one of \"disable\", \"basic\", \"extended\", \"all\", found {other:?}"
+                ),
+            );
+            Optimization::Extended
+        }
+    };
+    let library = r.library.map(|p| resolve(&p));
+    if let Some(lib) = &library {
+        if !lib.is_file() {
+            problems.add(
+                "runtime.library",
+                format!("{} does not exist", lib.display()),
+            );
+        }
+    }
+    Some(RuntimeSpec {
+        library,
+        session: SessionSettings {
+            device,
+            intra_threads: r.intra_threads,
+            optimization,
+        },
+    })
+}
+
+/// `"cpu"`, `"cuda"` or `"cuda:N"`.
+pub(crate) fn parse_device(text: &str) -> Result<Device, String> {
+    match text {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda { device_id: 0 }),
+        other => match other.strip_prefix("cuda:").map(str::parse::<i32>) {
+            Some(Ok(id)) if id >= 0 => Ok(Device::Cuda { device_id: id }),
+            _ => Err(format!(
+                "expected \"cpu\", \"cuda\" or \"cuda:N\", found {other:?}"
+            )),
+        },
+    }
+}
+
+fn check_output(
+    o: raw::OutputSection,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<OutputSpec> {
+    let dir = resolve(&o.dir);
+    if let Err(why) = writable_dir(&dir) {
+        problems.add("output.dir", why);
+    }
+    if o.rows_per_file == 0 {
+        problems.add("output.rows_per_file", "must be at least 1");
+    }
+    if o.row_group_rows == 0 {
+        problems.add("output.row_group_rows", "must be at least 1");
+    }
+    Some(OutputSpec {
+        dir,
+        rows_per_file: o.rows_per_file,
+        row_group_rows: o.row_group_rows.min(o.rows_per_file.max(1)),
+        embedding_type: o.embedding_type,
+    })
+}
+
+/// Checks that `dir` is (or can be created as) a writable folder, without creating it: validation
+/// must not change the disk.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut probe = dir;
+    loop {
+        if probe.exists() {
+            if !probe.is_dir() {
+                return Err(format!("{} exists and is not a folder", probe.display()));
+            }
+            let meta = std::fs::metadata(probe)
+                .map_err(|e| format!("cannot inspect {}: {e}", probe.display()))?;
+            if meta.permissions().readonly() || !can_write(probe) {
+                return Err(format!("{} is not writable", probe.display()));
+            }
+            return Ok(());
+        }
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => return Ok(()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn can_write(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path; access(2) only reads it.
+    unsafe {
+        libc_access(c.as_ptr(), 2 /* W_OK */) == 0
+    }
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "access"]
+    fn libc_access(path: *const std::ffi::c_char, mode: i32) -> i32;
+}
+
+#[cfg(not(unix))]
+fn can_write(_dir: &Path) -> bool {
+    true
+}

@@ -1,0 +1,207 @@
+//! The user's words: one serde struct per TOML section, checked only for form (known keys, right
+//! types). Every struct denies unknown fields so a typo is an error, not a silently ignored key.
+//! Meaning (does the folder exist, is the size big enough for the model) is checked in `plan.rs`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[pipeline]`: run-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Decode workers (OS threads); 0 = one per available core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Capacity of each bounded channel, in items. Memory is bounded by these, never by the input.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            name: None,
+            on_error: OnError::default(),
+            workers: 0,
+            queue: default_queue(),
+        }
+    }
+}
+
+fn default_queue() -> usize {
+    64
+}
+
+/// What happens when one image cannot be read or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Count it, list it in the errors file, go on.
+    #[default]
+    Skip,
+    /// Stop the run at the first bad image (rows already written stay valid).
+    Fail,
+}
+
+/// `[source]`: where images come from. Closed set, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSection {
+    Dir(DirSection),
+    List(ListSection),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirSection {
+    pub path: PathBuf,
+    pub extensions: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListSection {
+    /// A text file with one image path per line (relative paths are relative to the list file).
+    pub path: PathBuf,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[model]`: the encoder. Closed set, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSection {
+    Builtin(BuiltinSection),
+    Onnx(OnnxSection),
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection::Builtin(BuiltinSection::default())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinSection {
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_stages")]
+    pub stages: Vec<u32>,
+    #[serde(default = "default_embedding_dim")]
+    pub embedding_dim: u32,
+    /// Seed of the initial weights.
+    #[serde(default)]
+    pub seed: u64,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+}
+
+impl Default for BuiltinSection {
+    fn default() -> Self {
+        Self {
+            width: default_width(),
+            stages: default_stages(),
+            embedding_dim: default_embedding_dim(),
+            seed: 0,
+            mean: None,
+            std: None,
+        }
+    }
+}
+
+fn default_width() -> u32 {
+    32
+}
+
+fn default_stages() -> Vec<u32> {
+    vec![1, 1, 1, 1]
+}
+
+fn default_embedding_dim() -> u32 {
+    256
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxSection {
+    pub path: PathBuf,
+    /// Input tensor name; default: the model's only input.
+    pub input: Option<String>,
+    /// Output tensor name; default: the model's first output.
+    pub output: Option<String>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+}
+
+/// `[runtime]`: ONNX Runtime.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// `"cpu"` (default), `"cuda"` or `"cuda:N"`.
+    pub device: Option<String>,
+    #[serde(default)]
+    pub intra_threads: usize,
+    /// Path of libonnxruntime; default: see `sslpipe::runtime::library_candidates`.
+    pub library: Option<PathBuf>,
+    /// `"disable" | "basic" | "extended" | "all"`.
+    pub optimization: Option<String>,
+}
+
+/// `[embed]`: the embed phase.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSection {
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+impl Default for EmbedSection {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch(),
+        }
+    }
+}
+
+fn default_batch() -> usize {
+    64
+}
+
+/// `[output]`: the Parquet feature files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub dir: PathBuf,
+    #[serde(default = "default_rows_per_file")]
+    pub rows_per_file: usize,
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Embedding column type: `fixed_size_list` (default) or `list` (for readers such as Feast).
+    #[serde(default)]
+    pub embedding_type: EmbeddingType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingType {
+    #[default]
+    FixedSizeList,
+    List,
+}
+
+fn default_rows_per_file() -> usize {
+    1_000_000
+}
+
+fn default_row_group_rows() -> usize {
+    32_768
+}

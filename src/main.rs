@@ -1,0 +1,139 @@
+//! The `sslpipe` command line: parse arguments, call the library, print results and errors with
+//! their causes, and return an exit code a scheduler can act on:
+//! 0 done · 1 the run failed · 2 the pipeline file is invalid · 130 stopped by Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sslpipe::pipeline::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "sslpipe",
+    version,
+    about = "Self-supervised visual learning: images in, encoders and Parquet features out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: read the images, embed them, write Parquet features.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print the end-of-run summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Path of libonnxruntime (overrides `[runtime] library` and ORT_DYLIB_PATH).
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Check a pipeline without running it; every problem is listed with file, line and field.
+    Validate {
+        pipeline: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Show a feature file (or a folder of part files): schema, row count, metadata, first rows.
+    Inspect {
+        path: PathBuf,
+        /// How many rows to show.
+        #[arg(long, default_value_t = 5)]
+        rows: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SSLPIPE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            pipeline: file,
+            json,
+            quiet,
+            ort_lib,
+        } => {
+            let Some(plan) = load(&file, ort_lib)? else {
+                return Ok(ExitCode::from(2));
+            };
+            let options = RunOptions {
+                handle_signals: true,
+                progress: !quiet,
+                ..Default::default()
+            };
+            let summary = pipeline::run(&plan, options)
+                .with_context(|| format!("pipeline {} failed", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                eprintln!("{summary}");
+            }
+            Ok(if summary.stopped_early {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Validate {
+            pipeline: file,
+            ort_lib,
+        } => {
+            let Some(plan) = load(&file, ort_lib)? else {
+                return Ok(ExitCode::from(2));
+            };
+            if let Err(errors) = pipeline::validate(&plan) {
+                eprintln!("{errors}");
+                return Ok(ExitCode::from(2));
+            }
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { path, rows } => {
+            print!("{}", sslpipe::sink::inspect::describe(&path, rows)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads and validates the pipeline file; prints every problem and returns `None` if any.
+fn load(
+    file: &std::path::Path,
+    ort_lib: Option<PathBuf>,
+) -> anyhow::Result<Option<sslpipe::config::Pipeline>> {
+    match sslpipe::config::load(file) {
+        Ok(mut plan) => {
+            if ort_lib.is_some() {
+                plan.runtime.library = ort_lib;
+            }
+            Ok(Some(plan))
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(None)
+        }
+    }
+}

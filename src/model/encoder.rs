@@ -1,0 +1,409 @@
+//! The built-in encoder family: a small ResNet described by an [`EncoderSpec`], validated for an
+//! input size, and emitted as a self-contained ONNX model.
+//!
+//! Architecture (per sample, input `[in_channels, S, S]`):
+//! stem Conv3×3/2 → BN → ReLU → MaxPool3×3/2 (pad 1); stage *i* has `width·2^i` channels and
+//! `stages[i]` basic blocks, the first of which strides 2 (except in stage 0); then
+//! GlobalAveragePool → Flatten → Linear → `embedding` `[embedding_dim]`.
+//!
+//! Guarantees:
+//! - [`BuiltinEncoder::new`] checks the whole spec and the input size up front; after it succeeds,
+//!   shapes, parameters and emission cannot fail on account of the spec.
+//! - The ONNX graph has exactly one input, `images` float `[N, in_channels, S, S]`, and one output,
+//!   `embedding` float `[N, embedding_dim]`; samples do not interact (BatchNorm uses running
+//!   statistics), so a sample's embedding does not depend on the rest of its batch.
+//! - The model carries its own description: the spec as JSON under `sslpipe.encoder_spec` and the
+//!   input size under `sslpipe.input_size`; [`BuiltinEncoder::from_onnx`] rebuilds the encoder and
+//!   its parameters from such a file (what training and fine-tuning start from).
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::graph::{Dim, GraphBuilder};
+use super::layers::{
+    BasicBlock, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Layer, Linear, MaxPool2d, Relu,
+};
+use super::onnx::{ModelProto, tensor_proto::DataType};
+use super::params::{ParamSet, ParamSpec};
+
+/// Name of the graph input.
+pub const IMAGES_INPUT: &str = "images";
+/// Name of the graph output.
+pub const EMBEDDING_OUTPUT: &str = "embedding";
+/// Metadata key holding the [`EncoderSpec`] as JSON.
+pub const SPEC_METADATA_KEY: &str = "sslpipe.encoder_spec";
+/// Metadata key holding the input size in pixels.
+pub const INPUT_SIZE_METADATA_KEY: &str = "sslpipe.input_size";
+
+// Limits that keep every size far from overflow and every model within reason for this tool.
+const MAX_CHANNELS: u64 = 4096;
+const MAX_STAGES: usize = 6;
+const MAX_BLOCKS_PER_STAGE: u32 = 32;
+const MAX_EMBEDDING_DIM: u32 = 16384;
+const MAX_IN_CHANNELS: u32 = 64;
+const MAX_INPUT_SIZE: u32 = 8192;
+
+/// What a user chooses about the built-in encoder (the `[model]` part of a pipeline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderSpec {
+    /// Channels of the stem and of stage 0; stage *i* has `width·2^i`.
+    pub width: u32,
+    /// Residual blocks per stage; its length is the number of stages.
+    pub stages: Vec<u32>,
+    /// Length of the embedding vector.
+    pub embedding_dim: u32,
+    /// Channels of the input image (3 for RGB, 1 for the L channel of colorization).
+    pub in_channels: u32,
+}
+
+impl Default for EncoderSpec {
+    fn default() -> Self {
+        EncoderSpec {
+            width: 32,
+            stages: vec![1, 1, 1, 1],
+            embedding_dim: 256,
+            in_channels: 3,
+        }
+    }
+}
+
+impl EncoderSpec {
+    /// How many times the spatial size shrinks from input to the last stage.
+    fn downsampling(&self) -> u32 {
+        // stem conv and max-pool halve once each; every stage after the first halves once.
+        let halvings = 2 + self.stages.len().saturating_sub(1) as u32;
+        1u32.checked_shl(halvings).unwrap_or(u32::MAX)
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let invalid = |field, expected: String, found: String| {
+            Err(ModelError::InvalidSpec {
+                field,
+                expected,
+                found,
+            })
+        };
+        if self.width == 0 {
+            return invalid("width", "at least 1".into(), "0".into());
+        }
+        if self.embedding_dim == 0 || self.embedding_dim > MAX_EMBEDDING_DIM {
+            return invalid(
+                "embedding_dim",
+                format!("between 1 and {MAX_EMBEDDING_DIM}"),
+                self.embedding_dim.to_string(),
+            );
+        }
+        if self.in_channels == 0 || self.in_channels > MAX_IN_CHANNELS {
+            return invalid(
+                "in_channels",
+                format!("between 1 and {MAX_IN_CHANNELS}"),
+                self.in_channels.to_string(),
+            );
+        }
+        if self.stages.is_empty() || self.stages.len() > MAX_STAGES {
+            return invalid(
+                "stages",
+                format!("a list of 1 to {MAX_STAGES} block counts"),
+                format!("{:?}", self.stages),
+            );
+        }
+        if let Some((i, &n)) = self
+            .stages
+            .iter()
+            .enumerate()
+            .find(|(_, n)| **n == 0 || **n > MAX_BLOCKS_PER_STAGE)
+        {
+            return invalid(
+                "stages",
+                format!("between 1 and {MAX_BLOCKS_PER_STAGE} blocks in every stage"),
+                format!("{n} in stage {i} of {:?}", self.stages),
+            );
+        }
+        let widest = u64::from(self.width) << (self.stages.len() - 1);
+        if widest > MAX_CHANNELS {
+            return invalid(
+                "width",
+                format!(
+                    "small enough that the last stage (width·2^{}) has at most {MAX_CHANNELS} channels",
+                    self.stages.len() - 1
+                ),
+                format!("{} ({widest} channels in the last stage)", self.width),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A layer of the encoder with its place in the model: its name (the prefix of its parameters)
+/// and the per-sample shapes it maps between.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedLayer {
+    pub name: String,
+    pub layer: Layer,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+}
+
+/// A validated encoder for one input size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltinEncoder {
+    spec: EncoderSpec,
+    input_size: u32,
+    layers: Vec<NamedLayer>,
+}
+
+impl BuiltinEncoder {
+    /// Validates `spec` for square inputs of `input_size` pixels and lays out the layers.
+    pub fn new(spec: EncoderSpec, input_size: u32) -> Result<Self, ModelError> {
+        spec.validate()?;
+        let downsampling = spec.downsampling();
+        if input_size < downsampling {
+            return Err(ModelError::InputTooSmall {
+                size: input_size,
+                minimum: downsampling,
+                downsampling,
+            });
+        }
+        if input_size > MAX_INPUT_SIZE {
+            return Err(ModelError::InvalidSpec {
+                field: "input size",
+                expected: format!("at most {MAX_INPUT_SIZE} px"),
+                found: format!("{input_size} px"),
+            });
+        }
+
+        let width = spec.width as usize;
+        let mut plan: Vec<(String, Layer)> = vec![
+            (
+                "stem.conv".into(),
+                Layer::Conv2d(Conv2d::new(spec.in_channels as usize, width, 3, 2, 1)),
+            ),
+            (
+                "stem.bn".into(),
+                Layer::BatchNorm2d(BatchNorm2d::new(width)),
+            ),
+            ("stem.relu".into(), Layer::Relu(Relu)),
+            (
+                "stem.pool".into(),
+                Layer::MaxPool2d(MaxPool2d {
+                    kernel: 3,
+                    stride: 2,
+                    padding: 1,
+                }),
+            ),
+        ];
+        let mut channels = width;
+        for (i, &blocks) in spec.stages.iter().enumerate() {
+            let out = width << i;
+            for j in 0..blocks as usize {
+                let stride = if i > 0 && j == 0 { 2 } else { 1 };
+                plan.push((
+                    format!("stage{i}.block{j}"),
+                    Layer::BasicBlock(BasicBlock::new(channels, out, stride)),
+                ));
+                channels = out;
+            }
+        }
+        plan.push(("pool".into(), Layer::GlobalAvgPool(GlobalAvgPool)));
+        plan.push(("flatten".into(), Layer::Flatten(Flatten)));
+        plan.push((
+            "embed".into(),
+            Layer::Linear(Linear {
+                in_features: channels,
+                out_features: spec.embedding_dim as usize,
+                bias: true,
+            }),
+        ));
+
+        let mut shape = vec![
+            spec.in_channels as usize,
+            input_size as usize,
+            input_size as usize,
+        ];
+        let mut layers = Vec::with_capacity(plan.len());
+        for (name, layer) in plan {
+            let output_shape = layer.output_shape(&shape)?;
+            layers.push(NamedLayer {
+                name,
+                layer,
+                input_shape: shape,
+                output_shape: output_shape.clone(),
+            });
+            shape = output_shape;
+        }
+        Ok(BuiltinEncoder {
+            spec,
+            input_size,
+            layers,
+        })
+    }
+
+    pub fn spec(&self) -> &EncoderSpec {
+        &self.spec
+    }
+
+    pub fn input_size(&self) -> u32 {
+        self.input_size
+    }
+
+    /// `[in_channels, S, S]`.
+    pub fn input_shape(&self) -> Vec<usize> {
+        let s = self.input_size as usize;
+        vec![self.spec.in_channels as usize, s, s]
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.spec.embedding_dim as usize
+    }
+
+    /// The smallest input size this spec accepts.
+    pub fn min_input_size(spec: &EncoderSpec) -> u32 {
+        spec.downsampling()
+    }
+
+    /// The layers in order, with names and shapes.
+    pub fn layers(&self) -> &[NamedLayer] {
+        &self.layers
+    }
+
+    /// Every parameter and buffer, fully named, in model order.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.layer.params().into_iter().map(|p| p.prefixed(&l.name)))
+            .collect()
+    }
+
+    /// Fresh parameters from `seed` (bit-identical on every machine).
+    pub fn init_params(&self, seed: u64) -> ParamSet {
+        ParamSet::init_validated(&self.param_specs(), seed)
+    }
+
+    /// Learnable scalars (BatchNorm running statistics are not counted, as in PyTorch).
+    pub fn num_params(&self) -> usize {
+        self.param_specs()
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.numel())
+            .sum()
+    }
+
+    /// Multiply-accumulates per image (convolutions and the final Linear), the usual "FLOPs" of
+    /// ResNet tables.
+    pub fn flops_per_image(&self) -> u64 {
+        // Shapes were checked in `new`, so no layer can refuse its input here.
+        self.layers
+            .iter()
+            .map(|l| l.layer.macs(&l.input_shape).unwrap_or(0))
+            .sum()
+    }
+
+    /// Appends the encoder's forward nodes reading `input` (`[N, C, S, S]`); parameters are read
+    /// by their names, which must already be defined (initializers or graph inputs). Returns the
+    /// name of the `[N, embedding_dim]` result.
+    pub fn emit_forward(&self, g: &mut GraphBuilder, input: &str) -> Result<String, ModelError> {
+        let mut x = input.to_string();
+        for l in &self.layers {
+            x = l.layer.emit_forward(g, &x, &l.name)?;
+        }
+        Ok(x)
+    }
+
+    /// The inference model with `params` baked in as initializers.
+    pub fn to_onnx(&self, params: &ParamSet) -> Result<Vec<u8>, ModelError> {
+        let specs = self.param_specs();
+        params.check_against(&specs)?;
+        let mut g = GraphBuilder::new("sslpipe_encoder");
+        g.doc_string(format!(
+            "sslpipe built-in encoder: ResNet-style, width {}, stages {:?}, {}-d embedding, input {}x{}x{}",
+            self.spec.width,
+            self.spec.stages,
+            self.spec.embedding_dim,
+            self.spec.in_channels,
+            self.input_size,
+            self.input_size
+        ));
+        let s = self.input_size as usize;
+        let images = g.input(
+            IMAGES_INPUT,
+            DataType::Float,
+            &Dim::batched(&[self.spec.in_channels as usize, s, s]),
+        )?;
+        for spec in &specs {
+            // check_against guarantees presence; the error path only guards against misuse.
+            let p = params
+                .get(&spec.name)
+                .ok_or_else(|| ModelError::MissingParam {
+                    name: spec.name.clone(),
+                    shape: spec.shape.clone(),
+                })?;
+            g.initializer_f32(&p.name, &p.shape, &p.data)?;
+        }
+        let out = self.emit_forward(&mut g, &images)?;
+        g.node_with_outputs("Identity", &[&out], &[EMBEDDING_OUTPUT], vec![])?;
+        g.output(
+            EMBEDDING_OUTPUT,
+            DataType::Float,
+            &Dim::batched(&[self.embedding_dim()]),
+        )?;
+        let spec_json = serde_json::to_string(&self.spec)
+            .map_err(|e| ModelError::Graph(format!("could not serialise the encoder spec: {e}")))?;
+        g.metadata(SPEC_METADATA_KEY, spec_json);
+        g.metadata(INPUT_SIZE_METADATA_KEY, self.input_size.to_string());
+        g.finish()
+    }
+
+    /// Rebuilds the encoder and its parameters from a model written by [`Self::to_onnx`].
+    pub fn from_onnx(bytes: &[u8]) -> Result<(Self, ParamSet), ModelError> {
+        let model = ModelProto::decode(bytes).map_err(|e| ModelError::Decode(e.to_string()))?;
+        let spec_json = model.metadata(SPEC_METADATA_KEY).ok_or_else(|| {
+            ModelError::Decode(format!(
+                "no `{SPEC_METADATA_KEY}` metadata: not a model written by sslpipe's built-in encoder"
+            ))
+        })?;
+        let spec: EncoderSpec = serde_json::from_str(spec_json).map_err(|e| {
+            ModelError::Decode(format!("`{SPEC_METADATA_KEY}` is not a valid spec: {e}"))
+        })?;
+        let size_text = model.metadata(INPUT_SIZE_METADATA_KEY).unwrap_or_default();
+        let input_size: u32 = size_text.parse().map_err(|_| {
+            ModelError::Decode(format!(
+                "`{INPUT_SIZE_METADATA_KEY}` should be a pixel count, found {size_text:?}"
+            ))
+        })?;
+        let encoder = BuiltinEncoder::new(spec, input_size)?;
+        let graph = model.graph.unwrap_or_default();
+        let mut params = ParamSet::new();
+        for spec in encoder.param_specs() {
+            let tensor = graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(spec.name.as_str()))
+                .ok_or_else(|| ModelError::MissingParam {
+                    name: spec.name.clone(),
+                    shape: spec.shape.clone(),
+                })?;
+            let shape: Vec<usize> = tensor
+                .dims
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(0))
+                .collect();
+            if shape != spec.shape {
+                return Err(ModelError::ParamShape {
+                    name: spec.name,
+                    expected: spec.shape,
+                    found: shape,
+                });
+            }
+            let data = tensor.to_f32_vec().ok_or_else(|| {
+                ModelError::Decode(format!(
+                    "initializer `{}` is not inline float data",
+                    spec.name
+                ))
+            })?;
+            params.push(spec.name, shape, data)?;
+        }
+        Ok((encoder, params))
+    }
+}

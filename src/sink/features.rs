@@ -1,0 +1,408 @@
+//! Parquet feature files: one row per embedded image.
+//!
+//! Rows are buffered up to one row group, then encoded and flushed; files rotate after
+//! `rows_per_file` rows. Each file is `part-NNNNN.parquet`, written as `.tmp` and renamed when
+//! closed. Creating a writer removes the part files of an earlier run in the same folder, so a
+//! rerun replaces its output instead of mixing with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::{SinkError, io_err, publish};
+use crate::config::EmbeddingType;
+
+pub const PART_PREFIX: &str = "part-";
+
+/// Everything fixed for the whole output.
+#[derive(Debug, Clone)]
+pub struct FeatureSinkSpec {
+    pub dir: PathBuf,
+    pub dim: usize,
+    pub embedding_type: EmbeddingType,
+    pub rows_per_file: usize,
+    pub row_group_rows: usize,
+    pub model_id: String,
+    /// The pretext task the encoder was trained with (`none` for an untrained encoder).
+    pub pretext: String,
+    /// Key-value metadata stored in every file (pipeline text, version, ...).
+    pub metadata: Vec<(String, String)>,
+}
+
+pub struct FeatureWriter {
+    spec: FeatureSinkSpec,
+    schema: SchemaRef,
+    props: WriterProperties,
+    open: Option<OpenFile>,
+    next_file: usize,
+    rows_total: u64,
+    keys: Vec<String>,
+    values: Vec<f32>,
+    widths: Vec<u32>,
+    heights: Vec<u32>,
+    timestamps: Vec<i64>,
+    published: Vec<PathBuf>,
+}
+
+struct OpenFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: ArrowWriter<std::fs::File>,
+    rows: usize,
+}
+
+impl FeatureWriter {
+    pub fn create(spec: FeatureSinkSpec) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(&spec.dir).map_err(|e| io_err(&spec.dir, e))?;
+        let schema = Arc::new(schema(spec.dim, spec.embedding_type));
+        let mut metadata: Vec<KeyValue> = spec
+            .metadata
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+            .collect();
+        metadata.push(KeyValue::new(
+            "sslpipe.model_id".to_string(),
+            spec.model_id.clone(),
+        ));
+        metadata.push(KeyValue::new(
+            "sslpipe.pretext".to_string(),
+            spec.pretext.clone(),
+        ));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+            ))
+            .set_max_row_group_row_count(Some(spec.row_group_rows))
+            .set_key_value_metadata(Some(metadata))
+            .set_created_by(format!("sslpipe {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let capacity = spec.row_group_rows.min(65_536);
+        Ok(Self {
+            schema,
+            props,
+            open: None,
+            next_file: 0,
+            rows_total: 0,
+            keys: Vec::with_capacity(capacity),
+            values: Vec::with_capacity(capacity * spec.dim),
+            widths: Vec::with_capacity(capacity),
+            heights: Vec::with_capacity(capacity),
+            timestamps: Vec::with_capacity(capacity),
+            published: Vec::new(),
+            spec,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.spec.dim
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows_total
+    }
+
+    /// Adds one row. `timestamp_us` is microseconds since the Unix epoch, UTC.
+    pub fn push(
+        &mut self,
+        key: &str,
+        embedding: &[f32],
+        width: u32,
+        height: u32,
+        timestamp_us: i64,
+    ) -> Result<(), SinkError> {
+        if embedding.len() != self.spec.dim {
+            return Err(SinkError::Dimension {
+                key: key.to_string(),
+                expected: self.spec.dim,
+                found: embedding.len(),
+            });
+        }
+        self.keys.push(key.to_string());
+        self.values.extend_from_slice(embedding);
+        self.widths.push(width);
+        self.heights.push(height);
+        self.timestamps.push(timestamp_us);
+        self.rows_total += 1;
+        let rows_in_file = self.open.as_ref().map_or(0, |f| f.rows) + self.keys.len();
+        if self.keys.len() >= self.spec.row_group_rows || rows_in_file >= self.spec.rows_per_file {
+            self.flush_row_group()?;
+        }
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|f| f.rows >= self.spec.rows_per_file)
+        {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn flush_row_group(&mut self) -> Result<(), SinkError> {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        if self.open.is_none() {
+            self.open = Some(self.open_file()?);
+        }
+        let batch = self.take_batch()?;
+        let file = self.open.as_mut().expect("opened above");
+        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
+            path: file.tmp.clone(),
+            reason: e.to_string(),
+        };
+        file.writer.write(&batch).map_err(perr)?;
+        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
+            path: file.tmp.clone(),
+            reason: e.to_string(),
+        };
+        file.writer.flush().map_err(perr)?;
+        file.rows += batch.num_rows();
+        Ok(())
+    }
+
+    fn take_batch(&mut self) -> Result<RecordBatch, SinkError> {
+        let n = self.keys.len();
+        let dim = self.spec.dim;
+        let values = Float32Array::from(std::mem::take(&mut self.values));
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let embedding: ArrayRef = match self.spec.embedding_type {
+            EmbeddingType::FixedSizeList => Arc::new(FixedSizeListArray::new(
+                item,
+                dim as i32,
+                Arc::new(values),
+                None,
+            )),
+            EmbeddingType::List => {
+                let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(dim, n));
+                Arc::new(ListArray::new(item, offsets, Arc::new(values), None))
+            }
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(std::mem::take(&mut self.keys))),
+            embedding,
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.widths))),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.heights))),
+            Arc::new(StringArray::from(vec![self.spec.model_id.as_str(); n])),
+            Arc::new(StringArray::from(vec![self.spec.pretext.as_str(); n])),
+            Arc::new(
+                TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps))
+                    .with_timezone("UTC"),
+            ),
+        ];
+        let capacity = self.spec.row_group_rows.min(65_536);
+        self.values.reserve(capacity * dim);
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Parquet {
+            path: self.spec.dir.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn open_file(&mut self) -> Result<OpenFile, SinkError> {
+        let path = self
+            .spec
+            .dir
+            .join(format!("{PART_PREFIX}{:05}.parquet", self.next_file));
+        let tmp = path.with_extension("parquet.tmp");
+        self.next_file += 1;
+        let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
+            .map_err(|e| SinkError::Parquet {
+                path: tmp.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(OpenFile {
+            tmp,
+            path,
+            writer,
+            rows: 0,
+        })
+    }
+
+    fn close_file(&mut self) -> Result<(), SinkError> {
+        let Some(file) = self.open.take() else {
+            return Ok(());
+        };
+        let OpenFile {
+            tmp, path, writer, ..
+        } = file;
+        let inner = writer.into_inner().map_err(|e| SinkError::Parquet {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        inner.sync_all().map_err(|e| io_err(&tmp, e))?;
+        drop(inner);
+        publish(&tmp, &path)?;
+        self.published.push(path);
+        Ok(())
+    }
+
+    /// Writes what is buffered, closes and publishes the open file; returns every published file.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
+        self.flush_row_group()?;
+        self.close_file()?;
+        Ok(self.published)
+    }
+}
+
+/// The feature schema for embeddings of `dim` values.
+pub fn schema(dim: usize, embedding_type: EmbeddingType) -> Schema {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let embedding = match embedding_type {
+        EmbeddingType::FixedSizeList => DataType::FixedSizeList(item, dim as i32),
+        EmbeddingType::List => DataType::List(item),
+    };
+    Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("embedding", embedding, false),
+        Field::new("width", DataType::UInt32, false),
+        Field::new("height", DataType::UInt32, false),
+        Field::new("model_id", DataType::Utf8, false),
+        Field::new("pretext", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ])
+}
+
+/// Removes what an earlier run left in `dir` (`part-*.parquet`, the errors file, their `.tmp`
+/// forms), so a rerun replaces its output instead of mixing with it. Other files are kept.
+pub fn remove_previous_outputs(dir: &Path) -> Result<(), SinkError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let part = name.starts_with(PART_PREFIX)
+            && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"));
+        let errors =
+            name == super::ErrorsFile::NAME || name == format!("{}.tmp", super::ErrorsFile::NAME);
+        if part || errors {
+            std::fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn spec(dir: &Path, rows_per_file: usize, row_group_rows: usize) -> FeatureSinkSpec {
+        FeatureSinkSpec {
+            dir: dir.to_path_buf(),
+            dim: 3,
+            embedding_type: EmbeddingType::FixedSizeList,
+            rows_per_file,
+            row_group_rows,
+            model_id: "m1".into(),
+            pretext: "none".into(),
+            metadata: vec![("sslpipe.version".into(), "test".into())],
+        }
+    }
+
+    #[test]
+    fn rotates_files_and_round_trips_values() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("part-00009.parquet"), b"stale").unwrap();
+        std::fs::write(t.path().join("keep.txt"), b"mine").unwrap();
+        remove_previous_outputs(t.path()).unwrap();
+        assert!(t.path().join("keep.txt").exists());
+        let mut w = FeatureWriter::create(spec(t.path(), 5, 2)).unwrap();
+        for i in 0..12 {
+            w.push(
+                &format!("k{i}"),
+                &[i as f32, 0.5, -1.0],
+                10 + i,
+                20,
+                1_700_000_000_000_000,
+            )
+            .unwrap();
+        }
+        let files = w.finish().unwrap();
+        assert_eq!(files.len(), 3, "12 rows at 5 per file");
+        assert!(
+            !t.path().join("part-00009.parquet").exists(),
+            "stale part removed"
+        );
+        let mut keys = vec![];
+        for f in &files {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap();
+            let kv = reader
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .unwrap()
+                .clone();
+            assert!(
+                kv.iter()
+                    .any(|k| k.key == "sslpipe.model_id" && k.value.as_deref() == Some("m1"))
+            );
+            for batch in reader.build().unwrap() {
+                let batch = batch.unwrap();
+                let k = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                let e = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .unwrap();
+                for r in 0..batch.num_rows() {
+                    let v = e.value(r);
+                    let v = v.as_any().downcast_ref::<Float32Array>().unwrap();
+                    let i: usize = k.value(r)[1..].parse().unwrap();
+                    assert_eq!(v.values(), &[i as f32, 0.5, -1.0]);
+                    keys.push(i);
+                }
+            }
+        }
+        assert_eq!(keys, (0..12).collect::<Vec<_>>());
+        assert!(
+            std::fs::read_dir(t.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp"))
+        );
+    }
+
+    #[test]
+    fn an_unfinished_writer_leaves_only_tmp_files() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = FeatureWriter::create(spec(t.path(), 100, 2)).unwrap();
+        for i in 0..4 {
+            w.push(&format!("k{i}"), &[0.0; 3], 1, 1, 0).unwrap();
+        }
+        drop(w); // an abort: never finished
+        let names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["part-00000.parquet.tmp"]);
+    }
+
+    #[test]
+    fn wrong_dimension_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = FeatureWriter::create(spec(t.path(), 100, 2)).unwrap();
+        assert!(matches!(
+            w.push("a", &[1.0], 1, 1, 0),
+            Err(SinkError::Dimension { .. })
+        ));
+    }
+}

@@ -1,0 +1,87 @@
+//! `list` source: the image paths written in a text file, one per line, in file order.
+//!
+//! Blank lines and lines starting with `#` are ignored. Relative paths are relative to the list
+//! file's folder. The key is the path exactly as written, so it is stable however the list file is
+//! moved. A path listed twice would break key uniqueness: the second one is reported as an error
+//! record instead of being read again.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::Path;
+
+use super::{Emit, SourceError, StopFlag, read_file};
+
+pub(super) fn run(file: &Path, stop: &StopFlag, out: &mut dyn Emit) -> Result<(), SourceError> {
+    let list_err = |e: std::io::Error| SourceError::List {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(list_err)?);
+    let base = file.parent().unwrap_or(Path::new(""));
+    // 128-bit fingerprints rather than the keys themselves: a long list costs 16 bytes a line.
+    let mut seen: HashSet<u128> = HashSet::new();
+    for line in reader.lines() {
+        let line = line.map_err(list_err)?;
+        let entry = line.trim();
+        if entry.is_empty() || entry.starts_with('#') {
+            continue;
+        }
+        if stop.is_stopped() {
+            return Ok(());
+        }
+        let key = entry.to_string();
+        let bytes = if seen.insert(fingerprint(&key)) {
+            let path = Path::new(entry);
+            read_file(&if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                base.join(path)
+            })
+        } else {
+            Err(format!("listed more than once in {}", file.display()))
+        };
+        if !out.emit(key, bytes) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn fingerprint(key: &str) -> u128 {
+    // Two independent FNV-1a passes; collisions at 2^-64 per pair are far below any real risk.
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    for &byte in key.as_bytes() {
+        a = (a ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        b = (b ^ byte as u64)
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(5);
+    }
+    ((a as u128) << 64) | b as u128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listed_files_relative_to_the_list_and_flags_duplicates() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a.png"), b"A").unwrap();
+        let list = t.path().join("list.txt");
+        std::fs::write(&list, "# comment\na.png\n\nmissing.png\na.png\n").unwrap();
+        let mut got = vec![];
+        struct C<'a>(&'a mut Vec<(String, Result<Vec<u8>, String>)>);
+        impl Emit for C<'_> {
+            fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
+                self.0.push((key, bytes));
+                true
+            }
+        }
+        run(&list, &StopFlag::default(), &mut C(&mut got)).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].1.as_deref().unwrap(), b"A");
+        assert!(got[1].1.as_ref().unwrap_err().contains("cannot read"));
+        assert!(got[2].1.as_ref().unwrap_err().contains("more than once"));
+    }
+}
