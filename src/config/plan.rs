@@ -122,11 +122,11 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
 
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let resolve = |p: &Path| {
-        if p.is_absolute() {
+        normalize(&if p.is_absolute() {
             p.to_path_buf()
         } else {
             base.join(p)
-        }
+        })
     };
 
     let pipeline = pipeline.unwrap_or_default();
@@ -194,6 +194,31 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         },
         output,
     })
+}
+
+/// Removes `.` and folds `dir/..` without touching the disk, so messages and summaries show
+/// `out/embed` rather than `pipelines/../out/embed`.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
 }
 
 /// Deserializes an optional section; a malformed one records a problem and yields `None`.

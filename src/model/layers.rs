@@ -112,9 +112,9 @@ fn param_name(prefix: &str, name: &str) -> String {
     }
 }
 
-fn chw<'a>(
+fn chw(
     layer: &str,
-    input: &'a [usize],
+    input: &[usize],
     channels: Option<usize>,
 ) -> Result<(usize, usize, usize), ModelError> {
     let mismatch = || ModelError::ShapeMismatch {
@@ -184,8 +184,8 @@ impl Conv2d {
             && self.groups > 0
             && self.in_channels > 0
             && self.out_channels > 0
-            && self.in_channels % self.groups == 0
-            && self.out_channels % self.groups == 0
+            && self.in_channels.is_multiple_of(self.groups)
+            && self.out_channels.is_multiple_of(self.groups)
             && self.padding < self.kernel;
         if ok {
             Ok(())

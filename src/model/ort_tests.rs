@@ -11,7 +11,29 @@ use super::*;
 use crate::rng::Rng;
 use crate::runtime::{SessionSettings, environment, session_from_bytes};
 
-type TestResult = Result<(), Box<dyn Error>>;
+type TestResult = Result<(), Failure>;
+
+/// A test error shown with its `Display` text: a missing library must print the runtime's
+/// instructions, not a `Debug` dump of the error enum.
+struct Failure(Box<dyn Error>);
+
+impl<E: Error + 'static> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(Box::new(e))
+    }
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, "\ncaused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
 
 /// Initial parameters with BatchNorm statistics and affine terms moved off their identity values,
 /// so the tests see BN's arithmetic (input order, epsilon) and not a no-op.
@@ -55,7 +77,7 @@ fn run(
     session: &mut ort::session::Session,
     input: Vec<f32>,
     shape: [usize; 4],
-) -> Result<(Vec<i64>, Vec<f32>), Box<dyn Error>> {
+) -> Result<(Vec<i64>, Vec<f32>), Failure> {
     let tensor = Tensor::from_array((shape, input))?;
     let outputs = session.run(ort::inputs![IMAGES_INPUT => tensor])?;
     let (out_shape, data) = outputs[EMBEDDING_OUTPUT].try_extract_tensor::<f32>()?;

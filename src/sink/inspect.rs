@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, FixedSizeListArray, Float32Array, ListArray};
+use arrow::array::{Array, FixedSizeListArray, Float32Array, ListArray, TimestampMicrosecondArray};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -143,6 +143,12 @@ fn cell(column: &dyn Array, row: usize) -> String {
     }
     if let Some(list) = column.as_any().downcast_ref::<ListArray>() {
         return floats(list.value(row).as_ref());
+    }
+    // Arrow's formatter needs a time-zone database for named zones; ours are always UTC.
+    if let Some(ts) = column.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+        return chrono::DateTime::from_timestamp_micros(ts.value(row))
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+            .unwrap_or_else(|| ts.value(row).to_string());
     }
     ArrayFormatter::try_new(column, &FormatOptions::default())
         .map(|f| f.value(row).to_string())

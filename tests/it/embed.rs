@@ -317,3 +317,32 @@ fn ctrl_c_stops_the_source_drains_and_publishes_complete_files() {
 }
 
 use std::process::Command;
+
+/// The output contract as third-party readers see it: pyarrow, DuckDB and polars read the files
+/// (their Python packages are installed once into .deps/venv-readers by the check script).
+#[test]
+fn pyarrow_duckdb_and_polars_read_the_features() {
+    let t = tempfile::tempdir().unwrap();
+    let (images, out) = (t.path().join("images"), t.path().join("out"));
+    let (good, _) = mixed_folder(&images);
+    let p = small_pipeline(t.path(), &images, &out, "");
+    summary_json(&run_cli(&["run", "--json", "-q", p.to_str().unwrap()]));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev/check_readers.sh");
+    let r = Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .arg(good.len().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "{}\n{}",
+        text(&r.stdout),
+        text(&r.stderr)
+    );
+    let s = text(&r.stdout);
+    assert!(
+        s.contains("duckdb: 15 rows, embedding length 32") && s.contains("polars: 15 rows"),
+        "{s}"
+    );
+}
