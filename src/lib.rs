@@ -9,9 +9,11 @@ pub mod decode;
 pub mod error;
 pub mod model;
 pub mod pipeline;
+pub mod pretext;
 pub mod rng;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod train;
 
 pub use error::{Error, Result};

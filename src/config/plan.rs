@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use super::raw::{self, EmbeddingType, ModelSection, OnError, SourceSection};
 use super::{ConfigErrors, Locator, Problems};
 use crate::decode::DecodeSettings;
+use crate::pretext::TaskConfig;
 use crate::model::{BuiltinEncoder, EncoderSpec};
 use crate::runtime::{Device, Optimization, SessionSettings};
 use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
@@ -32,8 +33,14 @@ pub struct Pipeline {
     /// Decode workers, resolved (≥ 1).
     pub workers: usize,
     pub queue: usize,
+    /// Seed of per-sample randomness.
+    pub seed: u64,
     pub source: SourceSpec,
     pub decode: DecodeSettings,
+    /// The pretext task, if the pipeline has one.
+    pub pretext: Option<TaskConfig>,
+    /// Write the pretext dataset (`[export]`) instead of embedding.
+    pub export: Option<ExportSpec>,
     pub model: ModelSpec,
     pub runtime: RuntimeSpec,
     pub embed: EmbedSpec,
@@ -76,6 +83,11 @@ pub struct RuntimeSpec {
 }
 
 #[derive(Debug, Clone)]
+pub struct ExportSpec {
+    pub epochs: u64,
+}
+
+#[derive(Debug, Clone)]
 pub struct EmbedSpec {
     pub batch_size: usize,
 }
@@ -115,6 +127,8 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     let pipeline: Option<raw::PipelineSection> = section(&table, "pipeline", &mut problems);
     let source: Option<SourceSection> = required(&table, "source", &mut problems);
     let decode: Option<DecodeSettings> = section(&table, "decode", &mut problems);
+    let pretext: Option<TaskConfig> = section(&table, "pretext", &mut problems);
+    let export: Option<raw::ExportSection> = section(&table, "export", &mut problems);
     let model: Option<ModelSection> = section(&table, "model", &mut problems);
     let runtime: Option<raw::RuntimeSection> = section(&table, "runtime", &mut problems);
     let embed: Option<raw::EmbedSection> = section(&table, "embed", &mut problems);
@@ -150,6 +164,16 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     let source = source.map(|s| check_source(s, &resolve, &mut problems));
     let decode = decode.unwrap_or_default();
     check_decode(&decode, &mut problems);
+    let pretext = pretext.map(|p| check_pretext(p, decode.size, &resolve, &mut problems));
+    let export = export.map(|e| {
+        if e.epochs == 0 {
+            problems.add("export.epochs", "must be at least 1");
+        }
+        if !table.contains_key("pretext") {
+            problems.add("export", "needs a [pretext] section: the export writes a pretext task's samples");
+        }
+        ExportSpec { epochs: e.epochs }
+    });
     let model = check_model(
         model.unwrap_or_default(),
         decode.size,
@@ -183,6 +207,9 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         locator,
         name,
         on_error: pipeline.on_error,
+        seed: pipeline.seed,
+        pretext,
+        export,
         workers,
         queue: pipeline.queue,
         source,
@@ -301,6 +328,21 @@ fn check_source(
             Some(SourceSpec::List { file })
         }
     }
+}
+
+fn check_pretext(
+    mut task: TaskConfig,
+    size: u32,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    problems: &mut Problems,
+) -> TaskConfig {
+    if let TaskConfig::Jigsaw(j) = &mut task {
+        j.permutation_file = j.permutation_file.as_deref().map(resolve);
+    }
+    if let Err(e) = crate::pretext::build(&task, size as usize) {
+        problems.add("pretext", e.to_string());
+    }
+    task
 }
 
 fn check_decode(d: &DecodeSettings, problems: &mut Problems) {

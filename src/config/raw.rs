@@ -19,6 +19,9 @@ pub struct PipelineSection {
     /// Capacity of each bounded channel, in items. Memory is bounded by these, never by the input.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Seed of all per-sample randomness (pretext draws): `hash(seed, key, epoch)`.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl Default for PipelineSection {
@@ -28,6 +31,7 @@ impl Default for PipelineSection {
             on_error: OnError::default(),
             workers: 0,
             queue: default_queue(),
+            seed: 0,
         }
     }
 }
@@ -204,4 +208,17 @@ fn default_rows_per_file() -> usize {
 
 fn default_row_group_rows() -> usize {
     32_768
+}
+
+/// `[export]`: write the pretext dataset (inputs and pseudo-labels) instead of running a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    /// Passes over the input; each pass draws new random pretext parameters (epoch in the seed).
+    #[serde(default = "one")]
+    pub epochs: u64,
+}
+
+fn one() -> u64 {
+    1
 }

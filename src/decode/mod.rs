@@ -10,8 +10,8 @@
 //!   Truncated JPEGs (which the JPEG decoder would silently pad with grey) are refused too,
 //!   unless [`DecodeSettings::allow_truncated_jpeg`] is set.
 //! - **The pixel limit is checked from the header, before the pixel buffer is allocated**
-//!   (`w*h > max_pixels` → [`DecodeError::TooLarge`]); `image::Limits::max_alloc` is set as a second
-//!   guard on what the decoders allocate internally.
+//!   (`w*h > max_pixels` → [`DecodeError::TooLarge`]); `image::Limits::max_alloc` is set as a
+//!   second guard on what the decoders allocate internally.
 //! - **The format comes from the content** (magic bytes), never from a file name.
 //! - **Output**: `size*size*3` bytes, HWC, RGB, 8 bit: EXIF orientation applied, the shorter side
 //!   resized to `size` and centre-cropped to a square — done as *one* `fast_image_resize` call
@@ -24,7 +24,9 @@
 //!
 //! Orientation is applied to the small output, not to the full-size image: the centred square of
 //! a rotated/flipped image is the rotated/flipped centred square, and the resampling filters are
-//! symmetric, so rotating the `size×size` result is equivalent and costs `size²` instead of `w*h`.
+//! symmetric, so rotating the `size×size` result is equivalent (bit-exact for flips and 180°,
+//! within 1 LSB for 90°/270°, where the resizer's two passes run in the other order) and costs
+//! `size²` instead of `w*h`.
 //! [`SourceInfo`] reports the dimensions as displayed (after orientation).
 
 mod convert;
@@ -131,7 +133,10 @@ pub enum DecodeError {
         format: &'static str,
         reason: String,
     },
-    #[error("image too large: {width}x{height} = {} pixels, the limit is {max_pixels}", *width as u64 * *height as u64)]
+    #[error(
+        "image too large: {width}x{height} = {} pixels, the limit is {max_pixels}",
+        u64::from(*width) * u64::from(*height)
+    )]
     TooLarge {
         width: u32,
         height: u32,

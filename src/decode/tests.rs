@@ -268,7 +268,7 @@ fn jpeg_is_close_to_reference_of_its_own_pixels() {
     let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
     let (_, out) = decode(&bytes, 96).unwrap();
     let (max, mean) = max_and_mean_diff(&out, &reference_bilinear(&decoded, 96));
-    assert!(max <= 2 && mean < 0.3, "max {max} mean {mean}");
+    assert!(max <= 1 && mean < 0.25, "max {max} mean {mean}");
 }
 
 #[test]
@@ -502,12 +502,10 @@ fn float_and_u16_narrowing_match_image() {
 }
 
 #[test]
-fn float_tiff_decodes_when_the_encoder_supports_it() {
+fn float_tiff_becomes_rgb8() {
     let img = DynamicImage::ImageRgb32F(ImageBuffer::from_pixel(20, 20, Rgb([0.25f32, 0.5, 2.0])));
     let mut buf = Cursor::new(Vec::new());
-    if img.write_to(&mut buf, ImageFormat::Tiff).is_err() {
-        return; // no float TIFF encoder in this `image` build; narrowing is covered above
-    }
+    img.write_to(&mut buf, ImageFormat::Tiff).unwrap();
     let (_, out) = decode(buf.get_ref(), 8).unwrap();
     assert!(
         out.chunks_exact(3).all(|p| p == [64, 128, 255]),
@@ -780,4 +778,22 @@ fn jpeg_truncation_check_reads_marker_structure() {
     );
     assert!(!jpeg::is_truncated(b"\xFF\xD8"));
     assert!(!jpeg::is_truncated(b""));
+}
+
+#[test]
+fn decoder_can_move_to_a_worker_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Decoder>();
+    assert_send::<DecodeError>();
+    let handle = std::thread::spawn(|| {
+        let png = encode(
+            &DynamicImage::ImageRgb8(photo_like(50, 40, 8)),
+            ImageFormat::Png,
+        );
+        let mut d = Decoder::new(DecodeSettings::with_size(16));
+        let mut out = Vec::new();
+        d.decode_into(&png, &mut out).map(|info| (info, out.len()))
+    });
+    let (info, len) = handle.join().unwrap().unwrap();
+    assert_eq!((info.width, info.height, len), (50, 40, 16 * 16 * 3));
 }

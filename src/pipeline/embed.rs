@@ -12,11 +12,26 @@ use super::PipelineError;
 use super::encoder::Encoder;
 use super::reorder::Reorder;
 use super::stats::{Clock, Counters, Stage};
-use super::workers::{Decoded, Image};
+use super::workers::{Decoded, Prepare, Prepared};
 use super::write::SinkMsg;
-use crate::config::OnError;
+use crate::config::{Normalization, OnError};
+use crate::decode::rgb_to_chw;
 use crate::sink::ErrorRecord;
 use crate::source::StopFlag;
+
+/// Workers' share of embedding: RGB8 → normalised CHW floats, the model's input layout.
+#[derive(Clone)]
+pub struct Normalize(pub Normalization);
+
+impl Prepare for Normalize {
+    type Item = Vec<f32>;
+    const STAGE: &'static str = "normalize";
+    fn prepare(&mut self, rgb: &[u8], size: usize, _key: &str, _epoch: u64) -> Result<Vec<f32>, String> {
+        let mut tensor = vec![0.0f32; 3 * size * size];
+        rgb_to_chw(rgb, size, size, self.0.mean, self.0.std, &mut tensor);
+        Ok(tensor)
+    }
+}
 
 pub struct EmbedStage {
     pub encoder: Encoder,
@@ -37,7 +52,7 @@ struct Batch {
 impl EmbedStage {
     pub fn run(
         mut self,
-        input: Receiver<Decoded>,
+        input: Receiver<Decoded<Vec<f32>>>,
         output: Sender<SinkMsg>,
     ) -> Result<(), PipelineError> {
         let chw = 3 * self.size * self.size;
@@ -69,17 +84,13 @@ impl EmbedStage {
 
     fn accept(
         &mut self,
-        item: Decoded,
+        item: Decoded<Vec<f32>>,
         batch: &mut Batch,
         output: &Sender<SinkMsg>,
         clock: &mut Clock,
     ) -> Result<(), PipelineError> {
         match item.result {
-            Ok(Image {
-                tensor,
-                width,
-                height,
-            }) => {
+            Ok(Prepared { item: tensor, width, height }) => {
                 let chw = tensor.len();
                 let slot = batch.keys.len();
                 batch.buffer[slot * chw..(slot + 1) * chw].copy_from_slice(&tensor);

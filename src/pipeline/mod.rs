@@ -14,6 +14,7 @@
 
 mod embed;
 mod encoder;
+mod engine;
 mod progress;
 mod reorder;
 mod stats;
@@ -33,7 +34,8 @@ pub use summary::{ImageCounts, RunSummary};
 
 use crate::config::{ConfigErrors, ModelSpec, Pipeline};
 use crate::sink::{FeatureSinkSpec, SinkError};
-use crate::source::{Emit, Sample, SourceError, StopFlag};
+use crate::source::{SourceError, StopFlag};
+use engine::Epochs;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -114,14 +116,14 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
     }
 }
 
-/// Runs the pipeline to the end of its input (or until stopped) and returns the summary. The
-/// summary is returned on success only; on failure the error names the stage and key, and the
-/// files already published stay valid.
+/// Runs the pipeline to the end of its input (or until stopped) and returns the summary. On
+/// failure the error names the stage and key, and the files already published stay valid.
 pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let encoder = load_encoder(plan)?;
     let out_dir = plan.output.dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| crate::sink::io_err(&out_dir, e))?;
+    crate::sink::remove_previous_outputs(&out_dir)?;
     if matches!(plan.model, ModelSpec::Builtin { .. }) {
         // The encoder that made the features, as a file users can take elsewhere; model_id is its hash.
         crate::sink::write_atomically(&out_dir.join("encoder.onnx"), &encoder.onnx)?;
@@ -134,172 +136,71 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
         row_group_rows: plan.output.row_group_rows,
         model_id: encoder.model_id.clone(),
         pretext: "none".to_string(),
-        metadata: vec![
-            (
-                "sslpipe.version".to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            ),
-            ("sslpipe.pipeline".to_string(), plan.text.clone()),
-            ("sslpipe.pipeline_name".to_string(), plan.name.clone()),
-        ],
+        metadata: run_metadata(plan),
     };
-    crate::sink::remove_previous_outputs(&out_dir)?;
 
     let counters = Arc::new(Counters::default());
     let stages = summary::Stages::new(plan.workers);
     let stop = options.stop.clone();
-    let model_id = encoder.model_id.clone();
-    let model_origin = encoder.origin.clone();
+    let (model_id, model_origin) = (encoder.model_id.clone(), encoder.origin.clone());
 
-    let (sample_tx, sample_rx) = async_channel::bounded::<Sample>(2 * plan.workers + 2);
-    let (decoded_tx, decoded_rx) = async_channel::bounded(plan.queue);
+    let normalize = embed::Normalize(plan.model.normalization());
+    let (items, upstream) = engine::start(plan, normalize, Epochs::Count(1), &stop, &counters, &stages.source, &stages.decode)?;
     let (sink_tx, sink_rx) = async_channel::bounded(4);
-
-    let spawn_err = |e: std::io::Error| {
-        PipelineError::stage("engine", None, format!("cannot start a thread: {e}"))
-    };
     let sink = {
         let stage = stages.sink.clone();
         std::thread::Builder::new()
             .name("sink".into())
             .spawn(move || write::run(sink_spec, sink_rx, stage))
-            .map_err(spawn_err)?
+            .map_err(engine::spawn_err)?
     };
-    let embed = {
-        let stage = embed::EmbedStage {
-            encoder,
-            batch_size: plan.embed.batch_size,
-            size: plan.decode.size as usize,
-            on_error: plan.on_error,
-            stop: stop.clone(),
-            stage: stages.embed.clone(),
-            counters: counters.clone(),
-        };
-        std::thread::Builder::new()
-            .name("embed".into())
-            .spawn(move || stage.run(decoded_rx, sink_tx))
-            .map_err(spawn_err)?
+    let embed_stage = embed::EmbedStage {
+        encoder,
+        batch_size: plan.embed.batch_size,
+        size: plan.decode.size as usize,
+        on_error: plan.on_error,
+        stop: stop.clone(),
+        stage: stages.embed.clone(),
+        counters: counters.clone(),
     };
-    let workers = workers::spawn(
-        plan.workers,
-        plan.decode.clone(),
-        plan.model.normalization(),
-        sample_rx,
-        decoded_tx,
-        stages.decode.clone(),
-        counters.clone(),
-    )
-    .map_err(spawn_err)?;
+    let embed = std::thread::Builder::new()
+        .name("embed".into())
+        .spawn(move || embed_stage.run(items, sink_tx))
+        .map_err(engine::spawn_err)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(spawn_err)?;
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let source_result = runtime.block_on(async {
-        if options.handle_signals {
-            tokio::spawn(progress::watch_ctrl_c(stop.clone(), interrupted.clone()));
-        }
-        let ticker = options
-            .progress
-            .then(|| tokio::spawn(progress::report(counters.clone(), started)));
-        let source = {
-            let (spec, stop, counters, stage) = (
-                plan.source.clone(),
-                stop.clone(),
-                counters.clone(),
-                stages.source.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let t = Instant::now();
-                let mut emit = ChannelEmit {
-                    tx: sample_tx,
-                    seq: 0,
-                    counters,
-                    clock: Default::default(),
-                };
-                let r = crate::source::run(&spec, &stop, &mut emit);
-                // Listing and reading files is the source's work; the rest of its time it waited.
-                emit.clock.busy = t.elapsed().saturating_sub(emit.clock.wait_out);
-                stage.merge(emit.clock);
-                r
-            })
-        };
-        let result = source.await;
-        // The source has ended; the other stages drain on their own threads.
-        let joined = tokio::task::spawn_blocking(move || {
-            for w in workers {
-                let _ = w.join();
-            }
-            (embed.join(), sink.join())
-        })
-        .await;
-        if let Some(t) = ticker {
-            t.abort();
-            progress::finish();
-        }
-        (result, joined)
-    });
-    let (source_result, joined) = source_result;
-    let (embed_result, sink_result) =
-        joined.map_err(|e| PipelineError::stage("engine", None, e.to_string()))?;
-    let embed_result = embed_result.unwrap_or_else(|_| {
-        Err(PipelineError::stage(
-            "embed",
-            None,
-            "the thread panicked".into(),
-        ))
-    });
+    let ((upstream_result, embed_result, sink_result), interrupted) =
+        engine::supervise(options.handle_signals, options.progress, &counters, &stop, move || {
+            let embed_result = embed.join();
+            let sink_result = sink.join();
+            (upstream.join(), embed_result, sink_result)
+        })?;
+    let embed_result =
+        embed_result.unwrap_or_else(|_| Err(PipelineError::stage("embed", None, "the thread panicked".into())));
     let (written, sink_status) = sink_result.unwrap_or_else(|_| {
-        (
-            Default::default(),
-            Err(PipelineError::stage(
-                "sink",
-                None,
-                "the thread panicked".into(),
-            )),
-        )
+        (Default::default(), Err(PipelineError::stage("sink", None, "the thread panicked".into())))
     });
-    let source_status =
-        source_result.map_err(|e| PipelineError::stage("source", None, e.to_string()))?;
-
     // The first failure in flow order is the cause; later ones are its consequences.
-    source_status?;
+    upstream_result?;
     embed_result?;
     sink_status?;
 
-    let wall = started.elapsed();
     Ok(RunSummary::new(
         plan,
         &counters,
         &stages,
-        wall,
+        started.elapsed(),
         written,
         model_id,
         model_origin,
-        interrupted.load(std::sync::atomic::Ordering::SeqCst) || stop.is_stopped(),
+        interrupted || stop.is_stopped(),
     ))
 }
 
-/// Numbers samples in source order and sends them to the decode workers.
-struct ChannelEmit {
-    tx: async_channel::Sender<Sample>,
-    seq: u64,
-    counters: Arc<Counters>,
-    clock: stats::Clock,
-}
-
-impl Emit for ChannelEmit {
-    fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
-        let sample = Sample {
-            seq: self.seq,
-            key,
-            bytes,
-        };
-        self.seq += 1;
-        self.clock.items += 1;
-        Counters::add(&self.counters.read, 1);
-        let tx = &self.tx;
-        self.clock.wait_out(|| tx.send_blocking(sample)).is_ok()
-    }
+/// Key-value metadata every output file of a run carries.
+fn run_metadata(plan: &Pipeline) -> Vec<(String, String)> {
+    vec![
+        ("sslpipe.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("sslpipe.pipeline".to_string(), plan.text.clone()),
+        ("sslpipe.pipeline_name".to_string(), plan.name.clone()),
+    ]
 }

@@ -1,8 +1,11 @@
 //! Decode workers: N named OS threads, each owning its `Decoder` (and so its resizer and scratch
-//! buffers) for its whole life. A worker turns a [`Sample`] into a normalised CHW tensor or an
-//! error record; a bad file is data, never a crash. Every sample that enters leaves as exactly
-//! one [`Decoded`] — even if the decoder panics — because the collector downstream restores
-//! source order and would otherwise wait for the missing one.
+//! buffers) and its [`Prepare`] state for its whole life. A worker decodes a [`Sample`] and hands
+//! the RGB8 image to `Prepare` — normalisation for embedding, a pretext task for training or
+//! export — fused on the same thread, so there is no extra hop per image.
+//!
+//! A bad file is data, never a crash: every sample that enters leaves as exactly one [`Decoded`],
+//! even if the decoder panics, because the stage downstream restores source order and would
+//! otherwise wait for the missing one.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,55 +13,58 @@ use std::sync::Arc;
 use async_channel::{Receiver, Sender};
 
 use super::stats::{Clock, Counters, Stage};
-use crate::config::Normalization;
-use crate::decode::{DecodeSettings, Decoder, rgb_to_chw};
+use crate::decode::{DecodeSettings, Decoder};
 use crate::source::Sample;
 
-/// A decoded image ready for batching.
-pub struct Image {
-    /// `3 × size × size` floats, CHW, normalised.
-    pub tensor: Vec<f32>,
+/// What a worker does with a decoded `size × size` RGB8 image (HWC). One value per worker thread
+/// (cloned from a prototype), so it may keep scratch buffers.
+pub trait Prepare: Clone + Send + 'static {
+    type Item: Send + 'static;
+    /// The stage name reported when `prepare` refuses an image.
+    const STAGE: &'static str;
+    fn prepare(&mut self, rgb: &[u8], size: usize, key: &str, epoch: u64) -> Result<Self::Item, String>;
+}
+
+/// A prepared image with the size of its source.
+pub struct Prepared<T> {
+    pub item: T,
     pub width: u32,
     pub height: u32,
 }
 
-pub struct Decoded {
+pub struct Decoded<T> {
     pub seq: u64,
     pub key: String,
+    pub epoch: u64,
     /// The image, or `(stage, reason)` for the errors file.
-    pub result: Result<Image, (&'static str, String)>,
+    pub result: Result<Prepared<T>, (&'static str, String)>,
 }
 
-pub fn spawn(
+pub fn spawn<P: Prepare>(
     workers: usize,
     settings: DecodeSettings,
-    norm: Normalization,
+    prepare: P,
     input: Receiver<Sample>,
-    output: Sender<Decoded>,
+    output: Sender<Decoded<P::Item>>,
     stage: Arc<Stage>,
     counters: Arc<Counters>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     (0..workers)
         .map(|i| {
-            let (input, output, stage, counters, settings) = (
-                input.clone(),
-                output.clone(),
-                stage.clone(),
-                counters.clone(),
-                settings.clone(),
-            );
+            let (input, output, stage, counters, settings, prepare) =
+                (input.clone(), output.clone(), stage.clone(), counters.clone(), settings.clone(), prepare.clone());
             std::thread::Builder::new()
                 .name(format!("decode-{i}"))
-                .spawn(move || work(settings, norm, input, output, &stage, &counters))
+                .spawn(move || work(settings, prepare, input, output, &stage, &counters))
         })
         .collect()
 }
 
-fn work(
+fn work<P: Prepare>(
     settings: DecodeSettings,
-    norm: Normalization,
+    mut prepare: P,
     input: Receiver<Sample>,
-    output: Sender<Decoded>,
+    output: Sender<Decoded<P::Item>>,
     stage: &Stage,
     counters: &Counters,
 ) {
@@ -67,45 +73,26 @@ fn work(
     let mut rgb = Vec::new();
     let mut clock = Clock::default();
     while let Ok(sample) = clock.wait_in(|| input.recv_blocking()) {
-        let result = clock.busy(|| match sample.bytes {
-            Err(reason) => Err(("read", reason)),
-            Ok(bytes) => {
-                let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    decoder.decode_into(&bytes, &mut rgb)
-                }));
-                match decoded {
-                    Ok(Ok(info)) => {
-                        let mut tensor = vec![0.0f32; 3 * size * size];
-                        rgb_to_chw(&rgb, size, size, norm.mean, norm.std, &mut tensor);
-                        Ok(Image {
-                            tensor,
-                            width: info.width,
-                            height: info.height,
-                        })
-                    }
-                    Ok(Err(e)) => Err(("decode", e.to_string())),
-                    Err(_) => {
-                        // The decoder's state may be broken after a panic: start afresh.
-                        decoder = Decoder::new(decoder.settings().clone());
-                        Err(("decode", "the decoder panicked on this file".to_string()))
-                    }
+        let result = clock.busy(|| {
+            let bytes = sample.bytes.map_err(|reason| ("read", reason))?;
+            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decoder.decode_into(&bytes, &mut rgb)));
+            let info = match decoded {
+                Ok(Ok(info)) => info,
+                Ok(Err(e)) => return Err(("decode", e.to_string())),
+                Err(_) => {
+                    // The decoder's state may be broken after a panic: start afresh.
+                    decoder = Decoder::new(decoder.settings().clone());
+                    return Err(("decode", "the decoder panicked on this file".to_string()));
                 }
-            }
+            };
+            let item = std::panic::catch_unwind(AssertUnwindSafe(|| prepare.prepare(&rgb, size, &sample.key, sample.epoch)))
+                .unwrap_or_else(|_| Err("panicked on this image".to_string()))
+                .map_err(|reason| (P::STAGE, reason))?;
+            Ok(Prepared { item, width: info.width, height: info.height })
         });
         clock.items += 1;
-        Counters::add(
-            if result.is_ok() {
-                &counters.decoded
-            } else {
-                &counters.failed
-            },
-            1,
-        );
-        let msg = Decoded {
-            seq: sample.seq,
-            key: sample.key,
-            result,
-        };
+        Counters::add(if result.is_ok() { &counters.decoded } else { &counters.failed }, 1);
+        let msg = Decoded { seq: sample.seq, key: sample.key, epoch: sample.epoch, result };
         if clock.wait_out(|| output.send_blocking(msg)).is_err() {
             break; // downstream stopped (it failed and is reporting why)
         }

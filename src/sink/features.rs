@@ -1,28 +1,21 @@
-//! Parquet feature files: one row per embedded image.
+//! Parquet feature files: one row per embedded image, in the output contract's columns.
 //!
-//! Rows are buffered up to one row group, then encoded and flushed; files rotate after
-//! `rows_per_file` rows. Each file is `part-NNNNN.parquet`, written as `.tmp` and renamed when
-//! closed. Creating a writer removes the part files of an earlier run in the same folder, so a
-//! rerun replaces its output instead of mixing with it.
+//! Rows are buffered up to one row group, then handed to [`PartFiles`], which writes, rotates and
+//! publishes the files. Memory is bounded by one row group of embeddings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray,
-    TimestampMicrosecondArray, UInt32Array,
+    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 
-use super::{SinkError, io_err, publish};
+use super::SinkError;
+use super::parts::PartFiles;
 use crate::config::EmbeddingType;
-
-pub const PART_PREFIX: &str = "part-";
 
 /// Everything fixed for the whole output.
 #[derive(Debug, Clone)]
@@ -42,63 +35,31 @@ pub struct FeatureSinkSpec {
 pub struct FeatureWriter {
     spec: FeatureSinkSpec,
     schema: SchemaRef,
-    props: WriterProperties,
-    open: Option<OpenFile>,
-    next_file: usize,
+    files: PartFiles,
     rows_total: u64,
     keys: Vec<String>,
     values: Vec<f32>,
     widths: Vec<u32>,
     heights: Vec<u32>,
     timestamps: Vec<i64>,
-    published: Vec<PathBuf>,
-}
-
-struct OpenFile {
-    tmp: PathBuf,
-    path: PathBuf,
-    writer: ArrowWriter<std::fs::File>,
-    rows: usize,
 }
 
 impl FeatureWriter {
     pub fn create(spec: FeatureSinkSpec) -> Result<Self, SinkError> {
-        std::fs::create_dir_all(&spec.dir).map_err(|e| io_err(&spec.dir, e))?;
         let schema = Arc::new(schema(spec.dim, spec.embedding_type));
-        let mut metadata: Vec<KeyValue> = spec
-            .metadata
-            .iter()
-            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-            .collect();
-        metadata.push(KeyValue::new(
-            "sslpipe.model_id".to_string(),
-            spec.model_id.clone(),
-        ));
-        metadata.push(KeyValue::new(
-            "sslpipe.pretext".to_string(),
-            spec.pretext.clone(),
-        ));
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
-            ))
-            .set_max_row_group_row_count(Some(spec.row_group_rows))
-            .set_key_value_metadata(Some(metadata))
-            .set_created_by(format!("sslpipe {}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let capacity = spec.row_group_rows.min(65_536);
+        let mut metadata = spec.metadata.clone();
+        metadata.push(("sslpipe.model_id".to_string(), spec.model_id.clone()));
+        metadata.push(("sslpipe.pretext".to_string(), spec.pretext.clone()));
+        let files = PartFiles::new(&spec.dir, schema.clone(), spec.rows_per_file, spec.row_group_rows, &metadata)?;
         Ok(Self {
             schema,
-            props,
-            open: None,
-            next_file: 0,
+            files,
             rows_total: 0,
-            keys: Vec::with_capacity(capacity),
-            values: Vec::with_capacity(capacity * spec.dim),
-            widths: Vec::with_capacity(capacity),
-            heights: Vec::with_capacity(capacity),
-            timestamps: Vec::with_capacity(capacity),
-            published: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            widths: Vec::new(),
+            heights: Vec::new(),
+            timestamps: Vec::new(),
             spec,
         })
     }
@@ -121,11 +82,7 @@ impl FeatureWriter {
         timestamp_us: i64,
     ) -> Result<(), SinkError> {
         if embedding.len() != self.spec.dim {
-            return Err(SinkError::Dimension {
-                key: key.to_string(),
-                expected: self.spec.dim,
-                found: embedding.len(),
-            });
+            return Err(SinkError::Dimension { key: key.to_string(), expected: self.spec.dim, found: embedding.len() });
         }
         self.keys.push(key.to_string());
         self.values.extend_from_slice(embedding);
@@ -133,16 +90,8 @@ impl FeatureWriter {
         self.heights.push(height);
         self.timestamps.push(timestamp_us);
         self.rows_total += 1;
-        let rows_in_file = self.open.as_ref().map_or(0, |f| f.rows) + self.keys.len();
-        if self.keys.len() >= self.spec.row_group_rows || rows_in_file >= self.spec.rows_per_file {
+        if self.keys.len() >= self.spec.row_group_rows.min(self.files.room()) {
             self.flush_row_group()?;
-        }
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|f| f.rows >= self.spec.rows_per_file)
-        {
-            self.close_file()?;
         }
         Ok(())
     }
@@ -151,23 +100,8 @@ impl FeatureWriter {
         if self.keys.is_empty() {
             return Ok(());
         }
-        if self.open.is_none() {
-            self.open = Some(self.open_file()?);
-        }
         let batch = self.take_batch()?;
-        let file = self.open.as_mut().expect("opened above");
-        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
-            path: file.tmp.clone(),
-            reason: e.to_string(),
-        };
-        file.writer.write(&batch).map_err(perr)?;
-        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
-            path: file.tmp.clone(),
-            reason: e.to_string(),
-        };
-        file.writer.flush().map_err(perr)?;
-        file.rows += batch.num_rows();
-        Ok(())
+        self.files.write(&batch)
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch, SinkError> {
@@ -176,12 +110,7 @@ impl FeatureWriter {
         let values = Float32Array::from(std::mem::take(&mut self.values));
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         let embedding: ArrayRef = match self.spec.embedding_type {
-            EmbeddingType::FixedSizeList => Arc::new(FixedSizeListArray::new(
-                item,
-                dim as i32,
-                Arc::new(values),
-                None,
-            )),
+            EmbeddingType::FixedSizeList => Arc::new(FixedSizeListArray::new(item, dim as i32, Arc::new(values), None)),
             EmbeddingType::List => {
                 let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(dim, n));
                 Arc::new(ListArray::new(item, offsets, Arc::new(values), None))
@@ -194,63 +123,16 @@ impl FeatureWriter {
             Arc::new(UInt32Array::from(std::mem::take(&mut self.heights))),
             Arc::new(StringArray::from(vec![self.spec.model_id.as_str(); n])),
             Arc::new(StringArray::from(vec![self.spec.pretext.as_str(); n])),
-            Arc::new(
-                TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps))
-                    .with_timezone("UTC"),
-            ),
+            Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps)).with_timezone("UTC")),
         ];
-        let capacity = self.spec.row_group_rows.min(65_536);
-        self.values.reserve(capacity * dim);
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Parquet {
-            path: self.spec.dir.clone(),
-            reason: e.to_string(),
-        })
-    }
-
-    fn open_file(&mut self) -> Result<OpenFile, SinkError> {
-        let path = self
-            .spec
-            .dir
-            .join(format!("{PART_PREFIX}{:05}.parquet", self.next_file));
-        let tmp = path.with_extension("parquet.tmp");
-        self.next_file += 1;
-        let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-            .map_err(|e| SinkError::Parquet {
-                path: tmp.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(OpenFile {
-            tmp,
-            path,
-            writer,
-            rows: 0,
-        })
-    }
-
-    fn close_file(&mut self) -> Result<(), SinkError> {
-        let Some(file) = self.open.take() else {
-            return Ok(());
-        };
-        let OpenFile {
-            tmp, path, writer, ..
-        } = file;
-        let inner = writer.into_inner().map_err(|e| SinkError::Parquet {
-            path: tmp.clone(),
-            reason: e.to_string(),
-        })?;
-        inner.sync_all().map_err(|e| io_err(&tmp, e))?;
-        drop(inner);
-        publish(&tmp, &path)?;
-        self.published.push(path);
-        Ok(())
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| SinkError::Parquet { path: self.spec.dir.clone(), reason: e.to_string() })
     }
 
     /// Writes what is buffered, closes and publishes the open file; returns every published file.
     pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
         self.flush_row_group()?;
-        self.close_file()?;
-        Ok(self.published)
+        self.files.finish()
     }
 }
 
@@ -268,35 +150,15 @@ pub fn schema(dim: usize, embedding_type: EmbeddingType) -> Schema {
         Field::new("height", DataType::UInt32, false),
         Field::new("model_id", DataType::Utf8, false),
         Field::new("pretext", DataType::Utf8, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
     ])
-}
-
-/// Removes what an earlier run left in `dir` (`part-*.parquet`, the errors file, their `.tmp`
-/// forms), so a rerun replaces its output instead of mixing with it. Other files are kept.
-pub fn remove_previous_outputs(dir: &Path) -> Result<(), SinkError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let part = name.starts_with(PART_PREFIX)
-            && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"));
-        let errors =
-            name == super::ErrorsFile::NAME || name == format!("{}.tmp", super::ErrorsFile::NAME);
-        if part || errors {
-            std::fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::remove_previous_outputs;
+    use std::path::Path;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn spec(dir: &Path, rows_per_file: usize, row_group_rows: usize) -> FeatureSinkSpec {

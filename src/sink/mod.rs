@@ -10,6 +10,8 @@
 
 mod errors_file;
 mod features;
+mod parts;
+mod tensors;
 pub mod inspect;
 
 use std::path::PathBuf;
@@ -17,7 +19,9 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use errors_file::{ErrorRecord, ErrorsFile};
-pub use features::{FeatureSinkSpec, FeatureWriter, PART_PREFIX, remove_previous_outputs, schema};
+pub use features::{FeatureSinkSpec, FeatureWriter, schema};
+pub use parts::{PART_PREFIX, PartFiles, remove_previous_outputs};
+pub use tensors::{TensorSinkSpec, TensorWriter};
 
 #[derive(Debug, Error)]
 pub enum SinkError {
@@ -27,6 +31,8 @@ pub enum SinkError {
     Parquet { path: PathBuf, reason: String },
     #[error("cannot read {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    #[error("sample {key:?}: {reason}")]
+    Tensor { key: String, reason: String },
     #[error("embedding of key {key:?} has {found} values, expected {expected}")]
     Dimension {
         key: String,

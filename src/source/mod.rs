@@ -49,9 +49,11 @@ impl SourceSpec {
 /// One input image as read from its source.
 #[derive(Debug)]
 pub struct Sample {
-    /// Position in source order, from 0, without gaps.
+    /// Position in source order, from 0, without gaps (across epochs).
     pub seq: u64,
     pub key: String,
+    /// Which pass over the input this is (0 unless a training run loops over its data).
+    pub epoch: u64,
     /// The encoded file, or why it could not be read.
     pub bytes: Result<Vec<u8>, String>,
 }

@@ -1,0 +1,163 @@
+//! The upstream half every run shares — a source thread and the decode workers joined by bounded
+//! channels — and the supervision around a run (Ctrl-C protocol, progress display). What consumes
+//! the prepared images (embedding, pretext export, training) is the caller's: it receives one
+//! channel of [`Decoded`] items and runs its own thread(s).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender};
+
+use super::PipelineError;
+use super::progress;
+use super::stats::{Clock, Counters, Stage};
+use super::workers::{self, Decoded, Prepare};
+use crate::config::Pipeline;
+use crate::source::{Emit, Sample, SourceError, SourceSpec, StopFlag};
+
+/// How many passes the source makes over its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epochs {
+    /// Passes 0..n, then the source ends.
+    Count(u64),
+    /// Until stopped (training with a step or time budget stops it).
+    UntilStopped,
+}
+
+/// The running upstream's threads. Its output channel is handed to the consumer separately: when
+/// the consumer stops early it drops the receiver, and that is what stops the workers.
+pub struct Upstream {
+    source: JoinHandle<Result<(), SourceError>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Waits for the source and the workers (after the consumer has drained or dropped the items).
+    pub fn join(self) -> Result<(), PipelineError> {
+        for w in self.workers {
+            let _ = w.join();
+        }
+        match self.source.join() {
+            Ok(r) => r.map_err(PipelineError::from),
+            Err(_) => Err(PipelineError::stage("source", None, "the thread panicked".into())),
+        }
+    }
+}
+
+pub(crate) fn spawn_err(e: std::io::Error) -> PipelineError {
+    PipelineError::stage("engine", None, format!("cannot start a thread: {e}"))
+}
+
+/// Starts the source and the decode workers for `plan`, preparing each image with `prepare`.
+pub fn start<P: Prepare>(
+    plan: &Pipeline,
+    prepare: P,
+    epochs: Epochs,
+    stop: &StopFlag,
+    counters: &Arc<Counters>,
+    source_stage: &Arc<Stage>,
+    decode_stage: &Arc<Stage>,
+) -> Result<(Receiver<Decoded<P::Item>>, Upstream), PipelineError> {
+    // Few samples in flight before decoding: encoded files can be large.
+    let (sample_tx, sample_rx) = async_channel::bounded::<Sample>(2 * plan.workers + 2);
+    let (item_tx, item_rx) = async_channel::bounded(plan.queue);
+    let workers = workers::spawn(
+        plan.workers,
+        plan.decode.clone(),
+        prepare,
+        sample_rx,
+        item_tx,
+        decode_stage.clone(),
+        counters.clone(),
+    )
+    .map_err(spawn_err)?;
+    let (spec, stop, counters, stage) = (plan.source.clone(), stop.clone(), counters.clone(), source_stage.clone());
+    let source = std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || run_source(&spec, epochs, &stop, sample_tx, counters, &stage))
+        .map_err(spawn_err)?;
+    Ok((item_rx, Upstream { source, workers }))
+}
+
+fn run_source(
+    spec: &SourceSpec,
+    epochs: Epochs,
+    stop: &StopFlag,
+    tx: Sender<Sample>,
+    counters: Arc<Counters>,
+    stage: &Stage,
+) -> Result<(), SourceError> {
+    let started = Instant::now();
+    let mut emit = ChannelEmit { tx, seq: 0, epoch: 0, counters, clock: Clock::default(), closed: false };
+    let result = loop {
+        let before = emit.seq;
+        let result = crate::source::run(spec, stop, &mut emit);
+        let done = match epochs {
+            Epochs::Count(n) => emit.epoch + 1 >= n,
+            // An empty input would otherwise spin forever.
+            Epochs::UntilStopped => emit.seq == before,
+        };
+        if result.is_err() || done || emit.closed || stop.is_stopped() {
+            break result;
+        }
+        emit.epoch += 1;
+    };
+    // Listing and reading files is the source's work; the rest of its time it waited.
+    emit.clock.busy = started.elapsed().saturating_sub(emit.clock.wait_out);
+    stage.merge(emit.clock);
+    result
+}
+
+/// Numbers samples in source order and sends them to the decode workers.
+struct ChannelEmit {
+    tx: Sender<Sample>,
+    seq: u64,
+    epoch: u64,
+    counters: Arc<Counters>,
+    clock: Clock,
+    closed: bool,
+}
+
+impl Emit for ChannelEmit {
+    fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
+        let sample = Sample { seq: self.seq, key, epoch: self.epoch, bytes };
+        self.seq += 1;
+        self.clock.items += 1;
+        Counters::add(&self.counters.read, 1);
+        let tx = &self.tx;
+        let sent = self.clock.wait_out(|| tx.send_blocking(sample)).is_ok();
+        self.closed |= !sent;
+        sent
+    }
+}
+
+/// Runs `wait` (which joins the run's threads) under supervision: with `handle_signals`, the first
+/// Ctrl-C sets `stop` and the second aborts the process; with `progress`, a display on stderr.
+/// Returns what `wait` returned and whether Ctrl-C was pressed.
+pub fn supervise<R: Send + 'static>(
+    handle_signals: bool,
+    show_progress: bool,
+    counters: &Arc<Counters>,
+    stop: &StopFlag,
+    wait: impl FnOnce() -> R + Send + 'static,
+) -> Result<(R, bool), PipelineError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(spawn_err)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let result = runtime.block_on(async {
+        if handle_signals {
+            tokio::spawn(progress::watch_ctrl_c(stop.clone(), interrupted.clone()));
+        }
+        let ticker = show_progress.then(|| tokio::spawn(progress::report(counters.clone(), started)));
+        let result = tokio::task::spawn_blocking(wait).await;
+        if let Some(t) = ticker {
+            t.abort();
+            progress::finish();
+        }
+        result
+    });
+    let result = result.map_err(|e| PipelineError::stage("engine", None, e.to_string()))?;
+    Ok((result, interrupted.load(Ordering::SeqCst)))
+}

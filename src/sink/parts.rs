@@ -1,0 +1,131 @@
+//! Part files: the file half of every Parquet sink. Takes Arrow record batches of one schema and
+//! writes them as `part-NNNNN.parquet`, one row group per batch, a new file every
+//! `rows_per_file` rows, each file written as `.tmp` and renamed when closed — so a reader never
+//! sees half a file, and an aborted run leaves only `.tmp` files.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::{SinkError, io_err, publish};
+
+pub const PART_PREFIX: &str = "part-";
+
+pub struct PartFiles {
+    dir: PathBuf,
+    schema: SchemaRef,
+    props: WriterProperties,
+    rows_per_file: usize,
+    open: Option<OpenFile>,
+    next_file: usize,
+    published: Vec<PathBuf>,
+}
+
+struct OpenFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: ArrowWriter<std::fs::File>,
+    rows: usize,
+}
+
+impl PartFiles {
+    /// `metadata` goes into every file's key-value metadata.
+    pub fn new(
+        dir: &Path,
+        schema: SchemaRef,
+        rows_per_file: usize,
+        max_row_group_rows: usize,
+        metadata: &[(String, String)],
+    ) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let metadata = metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+            .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
+            .set_key_value_metadata(Some(metadata))
+            .set_created_by(format!("sslpipe {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            schema,
+            props,
+            rows_per_file: rows_per_file.max(1),
+            open: None,
+            next_file: 0,
+            published: Vec::new(),
+        })
+    }
+
+    /// Rows the open file can still take before it is rotated.
+    pub fn room(&self) -> usize {
+        self.rows_per_file - self.open.as_ref().map_or(0, |f| f.rows)
+    }
+
+    /// Writes `batch` as one row group (the caller keeps batches within [`room`](Self::room)).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.open.is_none() {
+            self.open = Some(self.open_file()?);
+        }
+        let file = self.open.as_mut().expect("opened above");
+        let tmp = file.tmp.clone();
+        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet { path: tmp.clone(), reason: e.to_string() };
+        file.writer.write(batch).map_err(perr)?;
+        file.writer.flush().map_err(perr)?;
+        file.rows += batch.num_rows();
+        if file.rows >= self.rows_per_file {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self) -> Result<OpenFile, SinkError> {
+        let path = self.dir.join(format!("{PART_PREFIX}{:05}.parquet", self.next_file));
+        let tmp = path.with_extension("parquet.tmp");
+        self.next_file += 1;
+        let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
+            .map_err(|e| SinkError::Parquet { path: tmp.clone(), reason: e.to_string() })?;
+        Ok(OpenFile { tmp, path, writer, rows: 0 })
+    }
+
+    fn close_file(&mut self) -> Result<(), SinkError> {
+        let Some(OpenFile { tmp, path, writer, .. }) = self.open.take() else { return Ok(()) };
+        let inner =
+            writer.into_inner().map_err(|e| SinkError::Parquet { path: tmp.clone(), reason: e.to_string() })?;
+        inner.sync_all().map_err(|e| io_err(&tmp, e))?;
+        drop(inner);
+        publish(&tmp, &path)?;
+        self.published.push(path);
+        Ok(())
+    }
+
+    /// Closes and publishes the open file; returns every published file.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
+        self.close_file()?;
+        Ok(self.published)
+    }
+}
+
+/// Removes what an earlier run left in `dir` (`part-*.parquet`, the errors file, their `.tmp`
+/// forms), so a rerun replaces its output instead of mixing with it. Other files are kept.
+pub fn remove_previous_outputs(dir: &Path) -> Result<(), SinkError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let part = name.starts_with(PART_PREFIX) && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"));
+        let errors = name == super::ErrorsFile::NAME || name == format!("{}.tmp", super::ErrorsFile::NAME);
+        if part || errors {
+            std::fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
