@@ -106,6 +106,19 @@ fn spec(optimizer: Optimizer, batch: usize, size: u32) -> TrainSpec {
     }
 }
 
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`; 0 elsewhere). With one
+/// intra-op thread it measures the work of a step even on a busy machine.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -206,8 +219,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 intra_threads: args.threads,
                 optimization: level,
             };
-            let profile_path =
-                format!("target/train_step_profile_{opt_name}_{}", level_name(level));
+            let profile_path = std::env::temp_dir()
+                .join(format!("train_step_profile_{opt_name}_{rules_name}_{}", level_name(level)))
+                .display()
+                .to_string();
             let mut trainer = if args.profile {
                 let mut b = Session::builder(env)?.with_optimization_level(match level {
                     Optimization::Disable => ort::session::builder::GraphOptimizationLevel::Disable,
@@ -229,21 +244,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             trainer.set_input_i64("labels", &labels)?;
             let mut times = Vec::new();
             let mut losses = Vec::new();
+            let mut cpu = Vec::new();
             for s in 0..args.steps + 2 {
                 let t0 = Instant::now();
+                let c0 = cpu_seconds();
                 let out = trainer.step(0.01)?;
                 if s >= 2 {
                     times.push(t0.elapsed().as_secs_f64());
+                    cpu.push(cpu_seconds() - c0);
                 }
                 losses.push(out.loss);
             }
             let m = median(times.clone());
+            let cpu_m = median(cpu);
             println!(
-                "  {opt_name:<6} opt={:<9} rules={rules_name:<13} {:7.1} images/s  ({:.0} ms/step median, min {:.0} ms; loss {:.3} -> {:.3})",
+                "  {opt_name:<6} opt={:<9} rules={rules_name:<13} {:7.1} images/s  ({:.0} ms/step median, min {:.0} ms, {:.0} CPU-ms; loss {:.3} -> {:.3})",
                 level_name(level),
                 args.batch as f64 / m,
                 1e3 * m,
                 1e3 * times.iter().cloned().fold(f64::MAX, f64::min),
+                1e3 * cpu_m,
                 losses[0],
                 losses[losses.len() - 1]
             );

@@ -42,6 +42,16 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         ort_lib: Option<PathBuf>,
     },
+    /// Draw the pretext task's first samples (input next to pseudo-label) into a PNG contact sheet.
+    Preview {
+        pipeline: PathBuf,
+        /// Where to write the PNG.
+        #[arg(long, default_value = "preview.png")]
+        out: PathBuf,
+        /// How many images.
+        #[arg(long, default_value_t = 6)]
+        count: usize,
+    },
     /// Show a feature file (or a folder of part files): schema, row count, metadata, first rows.
     Inspect {
         path: PathBuf,
@@ -110,6 +120,12 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
             println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preview { pipeline: file, out, count } => {
+            let Some(plan) = load(&file, None)? else { return Ok(ExitCode::from(2)) };
+            let keys = pipeline::write_preview(&plan, count, &out)?;
+            println!("wrote {} ({} samples: {})", out.display(), keys.len(), keys.join(", "));
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { path, rows } => {

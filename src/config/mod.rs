@@ -101,7 +101,9 @@ impl<'a> Problems<'a> {
     }
 
     /// `Ok` when nothing was recorded, else every recorded problem.
-    pub(crate) fn finish(self) -> Result<(), ConfigErrors> {
+    pub(crate) fn finish(mut self) -> Result<(), ConfigErrors> {
+        // In file order, as a person fixes them; problems without a line last.
+        self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         if self.errors.is_empty() {
             Ok(())
         } else {

@@ -17,9 +17,8 @@ use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-const SECTIONS: &[&str] = &[
-    "pipeline", "source", "decode", "model", "runtime", "embed", "output",
-];
+const SECTIONS: &[&str] =
+    &["pipeline", "source", "decode", "pretext", "model", "runtime", "embed", "export", "output"];
 
 /// A checked pipeline: everything the engine needs, nothing left to validate.
 #[derive(Debug, Clone)]

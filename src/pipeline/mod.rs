@@ -15,6 +15,8 @@
 mod embed;
 mod encoder;
 mod engine;
+mod export;
+mod preview;
 mod progress;
 mod reorder;
 mod stats;
@@ -29,6 +31,7 @@ use std::time::Instant;
 use thiserror::Error;
 
 pub use encoder::{Encoder, load as load_encoder};
+pub use preview::write_preview;
 pub use stats::{Counters, StageSummary};
 pub use summary::{ImageCounts, RunSummary};
 
@@ -99,6 +102,9 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
         field: field.to_string(),
         message,
     };
+    if plan.export.is_some() {
+        return Ok(()); // no model runs in an export; the task was checked with the config
+    }
     match load_encoder(plan) {
         Ok(_) => Ok(()),
         Err(PipelineError::Runtime(e)) => {
@@ -119,6 +125,14 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
 /// Runs the pipeline to the end of its input (or until stopped) and returns the summary. On
 /// failure the error names the stage and key, and the files already published stay valid.
 pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineError> {
+    if plan.export.is_some() {
+        return export::run(plan, options);
+    }
+    embed_run(plan, options)
+}
+
+/// The embed phase: images → encoder → feature files.
+fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let encoder = load_encoder(plan)?;
     let out_dir = plan.output.dir.clone();
@@ -187,11 +201,10 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
     Ok(RunSummary::new(
         plan,
         &counters,
-        &stages,
+        &[&stages.source, &stages.decode, &stages.embed, &stages.sink],
         started.elapsed(),
         written,
-        model_id,
-        model_origin,
+        Some((model_id, model_origin)),
         interrupted || stop.is_stopped(),
     ))
 }

@@ -49,8 +49,11 @@ pub struct RunSummary {
     pub images_per_s: f64,
     /// True when the run was stopped (Ctrl-C) before the end of its input.
     pub stopped_early: bool,
-    pub model_id: String,
-    pub model: String,
+    /// The encoder's model_id and where it came from (absent for a pretext export).
+    pub model_id: Option<String>,
+    pub model: Option<String>,
+    /// The pretext task, for runs that have one.
+    pub pretext: Option<String>,
     pub stages: Vec<StageSummary>,
     pub output_files: Vec<PathBuf>,
     pub errors_file: Option<PathBuf>,
@@ -61,13 +64,13 @@ impl RunSummary {
     pub(super) fn new(
         plan: &Pipeline,
         counters: &Counters,
-        stages: &Stages,
+        stages: &[&Arc<Stage>],
         wall: Duration,
         written: Written,
-        model_id: String,
-        model: String,
+        model: Option<(String, String)>,
         stopped_early: bool,
     ) -> Self {
+        let (model_id, model) = model.map_or((None, None), |(id, origin)| (Some(id), Some(origin)));
         let secs = wall.as_secs_f64();
         Self {
             pipeline: plan.name.clone(),
@@ -85,10 +88,8 @@ impl RunSummary {
             stopped_early,
             model_id,
             model,
-            stages: [&stages.source, &stages.decode, &stages.embed, &stages.sink]
-                .iter()
-                .map(|s| s.summary(wall))
-                .collect(),
+            pretext: plan.pretext.as_ref().map(|p| p.name().to_string()),
+            stages: stages.iter().map(|s| s.summary(wall)).collect(),
             output_files: written.files,
             errors_file: written.errors_file,
         }
@@ -100,7 +101,7 @@ impl fmt::Display for RunSummary {
         let i = &self.images;
         writeln!(
             f,
-            "{}: {} images read, {} embedded, {} skipped in {:.1} s ({:.1} images/s){}",
+            "{}: {} images read, {} written, {} skipped in {:.1} s ({:.1} images/s){}",
             self.pipeline,
             i.read,
             i.ok,
@@ -113,7 +114,12 @@ impl fmt::Display for RunSummary {
                 ""
             }
         )?;
-        writeln!(f, "model: {} (model_id {})", self.model, self.model_id)?;
+        if let (Some(model), Some(id)) = (&self.model, &self.model_id) {
+            writeln!(f, "model: {model} (model_id {id})")?;
+        }
+        if let Some(task) = &self.pretext {
+            writeln!(f, "pretext: {task}")?;
+        }
         writeln!(
             f,
             "{:<8} {:>7} {:>9} {:>10} {:>6} {:>9} {:>9} {:>11}",

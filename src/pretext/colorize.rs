@@ -146,7 +146,7 @@ impl ColorizeConfig {
                 self.temperature
             ));
         }
-        if self.downsample == 0 || (size > 0 && size % self.downsample != 0) {
+        if self.downsample == 0 || (size > 0 && !size.is_multiple_of(self.downsample)) {
             problems.push(format!(
                 "downsample must be at least 1 and divide the working size {size}, found {}",
                 self.downsample
@@ -650,7 +650,7 @@ impl BinSet {
             .iter()
             .take(self.len())
             .fold(0.0f32, |m, &p| if p > m { p } else { m });
-        if !(zmax > 0.0) {
+        if zmax <= 0.0 {
             return [0.0, 0.0];
         }
         let lmax = f64::from(zmax).ln();
@@ -1046,7 +1046,7 @@ mod tests {
                 for b in 0..=255u8 {
                     let [_, a, bb] = lab::rgb8_to_lab_pixel([r, g, b]);
                     cells.insert(((a / 10.0).round() as i64, (bb / 10.0).round() as i64));
-                    if (r as u32 * 7 + g as u32 * 3 + b as u32) % 61 == 0 {
+                    if (r as u32 * 7 + g as u32 * 3 + b as u32).is_multiple_of(61) {
                         points.push([f64::from(a), f64::from(bb)]);
                     }
                 }

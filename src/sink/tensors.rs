@@ -134,7 +134,7 @@ impl TensorWriter {
         ];
         let specs = self.spec.signature.inputs.iter().chain(&self.spec.signature.targets);
         for (spec, column) in specs.zip(self.tensors.iter_mut()) {
-            let item = Arc::new(Field::new("item", arrow_type(spec.dtype), false));
+            let item = Arc::new(Field::new("item", arrow_type(spec.dtype), true));
             let values: ArrayRef = match column {
                 TensorData::U8(v) => Arc::new(UInt8Array::from(std::mem::take(v))),
                 TensorData::F32(v) => Arc::new(Float32Array::from(std::mem::take(v))),
@@ -178,7 +178,9 @@ fn schema(tensors: &[&TensorSpec]) -> Schema {
         Field::new("height", DataType::UInt32, false),
     ];
     for t in tensors {
-        let item = Arc::new(Field::new("item", arrow_type(t.dtype), false));
+        // Nullable items: the canonical extension's storage type is exactly
+        // `fixed_size_list<item: T>` and readers compare it field by field.
+        let item = Arc::new(Field::new("item", arrow_type(t.dtype), true));
         let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
         let metadata = [
             ("ARROW:extension:name".to_string(), "arrow.fixed_shape_tensor".to_string()),

@@ -4,4 +4,5 @@
 mod cli;
 mod embed;
 mod pipelines;
+mod pretext;
 mod support;
