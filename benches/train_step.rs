@@ -17,7 +17,7 @@ use ort::session::Session;
 use sslpipe::model::EncoderSpec;
 use sslpipe::rng::Rng;
 use sslpipe::runtime::{Device, Optimization, SessionSettings, environment};
-use sslpipe::train::{HeadLayer, InputLayout, Loss, Network, Optimizer, RuleOptions, Tap, TrainSpec, Trainer};
+use sslpipe::train::{HeadLayer, InputLayout, Loss, Network, Optimizer, RuleOptions, Tap, TrainSpec, Trainer, WeightGrad};
 
 struct Args {
     steps: usize,
@@ -69,8 +69,9 @@ fn parse() -> Args {
                     .filter_map(|r| match r {
                         "default" => Some(("default", RuleOptions::default())),
                         "convtranspose" => Some(("convtranspose", RuleOptions { conv_dx_as_conv: false, ..RuleOptions::default() })),
-                        "dilated" => Some(("dilated", RuleOptions { conv_dw_im2col: false, ..RuleOptions::default() })),
-                        "alt" => Some(("alt", RuleOptions { conv_dx_as_conv: false, conv_dw_im2col: false })),
+                        "im2col" => Some(("im2col", RuleOptions { conv_dw: WeightGrad::Im2col, ..RuleOptions::default() })),
+                        "dilated" => Some(("dilated", RuleOptions { conv_dw: WeightGrad::DilatedConv, ..RuleOptions::default() })),
+                        "alt" => Some(("alt", RuleOptions { conv_dx_as_conv: false, conv_dw: WeightGrad::DilatedConv })),
                         _ => None,
                     })
                     .collect()

@@ -33,7 +33,7 @@ export PYTHONUNBUFFERED=1
   for th in 16 4; do
     echo "== throughput, $th threads"
     python3 scripts/dev/train_torch_bench.py --threads $th --steps 10 --channels-last
-    $C/train_step --threads $th --steps 10 --levels extended,all --rules default,alt
+    $C/train_step --threads $th --steps 10 --levels extended,all --rules default,im2col,dilated,alt
   done
   echo "== profile, 16 threads"
   $C/train_step --threads 16 --steps 5 --levels extended --optimizers sgd --profile

@@ -443,10 +443,10 @@ fn check_runtime(
         }
     };
     let optimization = match r.optimization.as_deref() {
-        None | Some("extended") => Optimization::Extended,
+        None | Some("all") => Optimization::All,
+        Some("extended") => Optimization::Extended,
         Some("disable") => Optimization::Disable,
         Some("basic") => Optimization::Basic,
-        Some("all") => Optimization::All,
         Some(other) => {
             problems.add(
                 "runtime.optimization",

@@ -156,7 +156,7 @@ pub struct RuntimeSection {
     pub intra_threads: usize,
     /// Path of libonnxruntime; default: see `sslpipe::runtime::library_candidates`.
     pub library: Option<PathBuf>,
-    /// `"disable" | "basic" | "extended" | "all"`.
+    /// `"disable" | "basic" | "extended" | "all"` (default `"all"`).
     pub optimization: Option<String>,
 }
 

@@ -17,15 +17,6 @@ use super::workers::{self, Decoded, Prepare};
 use crate::config::Pipeline;
 use crate::source::{Emit, Sample, SourceError, SourceSpec, StopFlag};
 
-/// How many passes the source makes over its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Epochs {
-    /// Passes 0..n, then the source ends.
-    Count(u64),
-    /// Until stopped (training with a step or time budget stops it).
-    UntilStopped,
-}
-
 /// The running upstream's threads. Its output channel is handed to the consumer separately: when
 /// the consumer stops early it drops the receiver, and that is what stops the workers.
 pub struct Upstream {
@@ -50,11 +41,12 @@ pub(crate) fn spawn_err(e: std::io::Error) -> PipelineError {
     PipelineError::stage("engine", None, format!("cannot start a thread: {e}"))
 }
 
-/// Starts the source and the decode workers for `plan`, preparing each image with `prepare`.
+/// Starts the source and the decode workers for `plan`, preparing each image with `prepare`. The
+/// source makes `epochs` passes over its input (numbered 0..epochs, part of each sample's seed).
 pub fn start<P: Prepare>(
     plan: &Pipeline,
     prepare: P,
-    epochs: Epochs,
+    epochs: u64,
     stop: &StopFlag,
     counters: &Arc<Counters>,
     source_stage: &Arc<Stage>,
@@ -83,7 +75,7 @@ pub fn start<P: Prepare>(
 
 fn run_source(
     spec: &SourceSpec,
-    epochs: Epochs,
+    epochs: u64,
     stop: &StopFlag,
     tx: Sender<Sample>,
     counters: Arc<Counters>,
@@ -92,13 +84,8 @@ fn run_source(
     let started = Instant::now();
     let mut emit = ChannelEmit { tx, seq: 0, epoch: 0, counters, clock: Clock::default(), closed: false };
     let result = loop {
-        let before = emit.seq;
         let result = crate::source::run(spec, stop, &mut emit);
-        let done = match epochs {
-            Epochs::Count(n) => emit.epoch + 1 >= n,
-            // An empty input would otherwise spin forever.
-            Epochs::UntilStopped => emit.seq == before,
-        };
+        let done = emit.epoch + 1 >= epochs;
         if result.is_err() || done || emit.closed || stop.is_stopped() {
             break result;
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_channel::Receiver;
 
-use super::engine::{self, Epochs};
+use super::engine;
 use super::reorder::Reorder;
 use super::stats::{Clock, Counters, Stage};
 use super::summary::RunSummary;
@@ -61,7 +61,7 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
     let stop = options.stop.clone();
     let prepare = PretextPrepare { task: task.clone(), seed: plan.seed };
     let (items, upstream) =
-        engine::start(plan, prepare, Epochs::Count(export.epochs), &stop, &counters, &stages[0], &stages[1])?;
+        engine::start(plan, prepare, export.epochs, &stop, &counters, &stages[0], &stages[1])?;
     let (on_error, sink_stage, stop_on_fail) = (plan.on_error, stages[2].clone(), stop.clone());
     let sink = std::thread::Builder::new()
         .name("sink".into())

@@ -38,7 +38,6 @@ pub use summary::{ImageCounts, RunSummary};
 use crate::config::{ConfigErrors, ModelSpec, Pipeline};
 use crate::sink::{FeatureSinkSpec, SinkError};
 use crate::source::{SourceError, StopFlag};
-use engine::Epochs;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -159,7 +158,7 @@ fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, Pipelin
     let (model_id, model_origin) = (encoder.model_id.clone(), encoder.origin.clone());
 
     let normalize = embed::Normalize(plan.model.normalization());
-    let (items, upstream) = engine::start(plan, normalize, Epochs::Count(1), &stop, &counters, &stages.source, &stages.decode)?;
+    let (items, upstream) = engine::start(plan, normalize, 1, &stop, &counters, &stages.source, &stages.decode)?;
     let (sink_tx, sink_rx) = async_channel::bounded(4);
     let sink = {
         let stage = stages.sink.clone();

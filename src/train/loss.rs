@@ -96,14 +96,14 @@ impl Loss {
                         "soft_cross_entropy needs logits [B, K, ...], the head gives {pred:?}"
                     )));
                 }
-                if let Some(w) = class_weights {
-                    if w.len() != pred[1] || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                        return Err(err(format!(
-                            "soft_cross_entropy class_weights: {} finite non-negative values expected (one per class), found {}",
-                            pred[1],
-                            w.len()
-                        )));
-                    }
+                if let Some(w) = class_weights
+                    && (w.len() != pred[1] || w.iter().any(|v| !v.is_finite() || *v < 0.0))
+                {
+                    return Err(err(format!(
+                        "soft_cross_entropy class_weights: {} finite non-negative values expected (one per class), found {}",
+                        pred[1],
+                        w.len()
+                    )));
                 }
                 Ok(vec![TargetInput {
                     name: TARGETS_INPUT,
@@ -138,7 +138,7 @@ impl Loss {
                 ])
             }
             Loss::NtXent { temperature } => {
-                if pred.len() != 2 || pred[0] < 4 || pred[0] % 2 != 0 {
+                if pred.len() != 2 || pred[0] < 4 || !pred[0].is_multiple_of(2) {
                     return Err(err(format!(
                         "nt_xent needs embeddings [B·2, D] with B ≥ 2, the head gives {pred:?}"
                     )));

@@ -51,7 +51,7 @@ pub use loss::Loss;
 pub use net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
 pub use optim::Optimizer;
 pub use step::{Signature, TensorInfo, TrainStep};
-pub use tape::{Precision, RuleOptions, Tape};
+pub use tape::{Precision, RuleOptions, Tape, WeightGrad};
 pub use trainer::{StepOutput, Trainer};
 
 #[derive(Debug, Error)]

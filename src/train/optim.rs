@@ -99,9 +99,8 @@ impl Optimizer {
                 weight_decay,
                 nesterov,
             } => {
-                if !(0.0..1.0).contains(&momentum)
-                    || !(weight_decay >= 0.0 && weight_decay.is_finite())
-                {
+                let ok = (0.0..1.0).contains(&momentum) && weight_decay >= 0.0 && weight_decay.is_finite();
+                if !ok {
                     return bad(format!(
                         "sgd needs 0 ≤ momentum < 1 and weight_decay ≥ 0, found {momentum}, {weight_decay}"
                     ));
@@ -116,11 +115,13 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                if !(0.0..1.0).contains(&beta1)
-                    || !(0.0..1.0).contains(&beta2)
-                    || !(eps > 0.0)
-                    || !(weight_decay >= 0.0 && weight_decay.is_finite())
-                {
+                let ok = (0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && eps > 0.0
+                    && eps.is_finite()
+                    && weight_decay >= 0.0
+                    && weight_decay.is_finite();
+                if !ok {
                     return bad(format!(
                         "adamw needs betas in [0, 1), eps > 0, weight_decay ≥ 0; found {beta1}, {beta2}, {eps}, {weight_decay}"
                     ));

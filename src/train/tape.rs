@@ -51,14 +51,25 @@ pub struct RuleOptions {
     /// Input gradient of a stride-1 Conv as a Conv with transposed, flipped weights (ONNX Runtime's
     /// CPU Conv is much faster than its ConvTranspose); strided Convs always use ConvTranspose.
     pub conv_dx_as_conv: bool,
-    /// Weight gradient of an ungrouped Conv as im2col (strided Slices) + one Gemm, instead of one
-    /// Conv over batch-transposed tensors with the output gradient as a dilated kernel.
-    pub conv_dw_im2col: bool,
+    /// How the weight gradient of an ungrouped Conv is computed (grouped Convs always use
+    /// [`WeightGrad::DilatedConv`]).
+    pub conv_dw: WeightGrad,
+}
+
+/// Formulations of a convolution's weight gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightGrad {
+    /// The k² strided windows of the input stacked (im2col, one Concat) and one Gemm.
+    Im2col,
+    /// One Gemm per kernel tap on its strided window; no stacked copy.
+    PerTap,
+    /// One Conv over batch-transposed tensors with the output gradient as a dilated kernel.
+    DilatedConv,
 }
 
 impl Default for RuleOptions {
     fn default() -> Self {
-        RuleOptions { conv_dx_as_conv: true, conv_dw_im2col: true }
+        RuleOptions { conv_dx_as_conv: true, conv_dw: WeightGrad::PerTap }
     }
 }
 
@@ -706,7 +717,7 @@ impl Tape {
                 }
                 let known: usize = out.iter().product();
                 if let Some(i) = infer_at {
-                    if known == 0 || numel % known != 0 {
+                    if known == 0 || !numel.is_multiple_of(known) {
                         return Err(format!("cannot reshape {x:?} to {target:?}"));
                     }
                     out[i] = numel / known;
@@ -745,10 +756,10 @@ impl Tape {
                 if k != k2 {
                     return Err(format!("Gemm inner sizes differ: A {a:?}, B {b:?}"));
                 }
-                if let Some((c, _)) = ins.get(2) {
-                    if broadcast(&[m, n], c) != Some(vec![m, n]) {
-                        return Err(format!("Gemm C {c:?} does not broadcast to [{m}, {n}]"));
-                    }
+                if let Some((c, _)) = ins.get(2)
+                    && broadcast(&[m, n], c) != Some(vec![m, n])
+                {
+                    return Err(format!("Gemm C {c:?} does not broadcast to [{m}, {n}]"));
                 }
                 same(vec![m, n], t)
             }

@@ -166,7 +166,8 @@ impl Trainer {
 
         // Buffers: A gets the given values, B is overwritten by the first step.
         let mut bufs: [Vec<DynTensor>; 2] = [Vec::new(), Vec::new()];
-        let slots: Vec<(&str, &[usize], Option<&[f32]>)> = sig
+        type Slot<'a> = (&'a str, &'a [usize], Option<&'a [f32]>);
+        let slots: Vec<Slot> = sig
             .params
             .iter()
             .map(|p| {
@@ -183,13 +184,13 @@ impl Trainer {
                 path: String::new(),
                 reason: format!("no value for `{name}`"),
             })?;
-            if let Some(s) = state.get(name) {
-                if s.shape != *shape {
-                    return Err(TrainError::Checkpoint {
-                        path: String::new(),
-                        reason: format!("`{name}` has shape {:?}, expected {shape:?}", s.shape),
-                    });
-                }
+            if let Some(s) = state.get(name)
+                && s.shape != *shape
+            {
+                return Err(TrainError::Checkpoint {
+                    path: String::new(),
+                    reason: format!("`{name}` has shape {:?}, expected {shape:?}", s.shape),
+                });
             }
             for (k, set) in bufs.iter_mut().enumerate() {
                 let mut t = Tensor::<f32>::new(alloc, shape.to_vec())

@@ -17,7 +17,7 @@
 //! - Each rule has a finite-difference test in `tests/gradcheck.rs`.
 
 use super::TrainError;
-use super::tape::{BnRecord, Entry, Shape, Tape, attr_i, attr_is, attr_s};
+use super::tape::{BnRecord, Entry, Shape, Tape, WeightGrad, attr_i, attr_is, attr_s};
 use crate::model::graph::{attr_int, attr_ints, attr_string};
 use crate::model::onnx::NodeProto;
 
@@ -171,10 +171,10 @@ fn window(t: &Tape, node: &NodeProto, weight: Option<&str>) -> Result<Window, Tr
     };
     let s = u(attr_is(node, "strides").unwrap_or(vec![1, 1]))?;
     let p = u(attr_is(node, "pads").unwrap_or(vec![0; 4]))?;
-    if let Some(d) = attr_is(node, "dilations") {
-        if d.iter().any(|&x| x != 1) {
-            return Err(bad(node, "dilated convolutions have no gradient rule"));
-        }
+    if let Some(d) = attr_is(node, "dilations")
+        && d.iter().any(|&x| x != 1)
+    {
+        return Err(bad(node, "dilated convolutions have no gradient rule"));
     }
     if attr_s(node, "auto_pad").is_some_and(|a| a != "NOTSET") {
         return Err(bad(node, "auto_pad is not supported; give explicit pads"));
@@ -228,7 +228,7 @@ fn conv_weight_grad(
     w: &Window,
     base: &str,
 ) -> Result<String, TrainError> {
-    if w.group == 1 && t.rules().conv_dw_im2col {
+    if w.group == 1 && t.rules().conv_dw != WeightGrad::DilatedConv {
         return conv_weight_grad_im2col(t, x, dy, w, base);
     }
     let xs = t.shape(x)?;
@@ -318,6 +318,20 @@ fn conv_weight_grad_im2col(
             parts.push(t.emit("Slice", &[&xt, &starts, &ends, &axes, &steps], base, vec![])?);
         }
     }
+    let dyt = transpose(t, dy, &[1, 0, 2, 3], base)?;
+    let dyc = reshape(t, &dyt, &[co, n * ho * wo], base)?;
+    if t.rules().conv_dw == WeightGrad::PerTap && parts.len() > 1 {
+        // One Gemm per kernel tap, [Co, K]·[K, Ci]: no stacked copy of the k² windows.
+        let mut taps = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let m = reshape(t, p, &[ci, n * ho * wo], base)?;
+            let g = t.emit("Gemm", &[&dyc, &m], base, vec![attr_int("transB", 1)])?;
+            taps.push(reshape(t, &g, &[co, ci, 1], base)?);
+        }
+        let refs: Vec<&str> = taps.iter().map(|s| s.as_str()).collect();
+        let dw = t.emit("Concat", &refs, base, vec![attr_int("axis", 2)])?;
+        return reshape(t, &dw, &[co, ci, kh, kw], base);
+    }
     let cols = if parts.len() == 1 {
         parts.remove(0)
     } else {
@@ -325,8 +339,6 @@ fn conv_weight_grad_im2col(
         t.emit("Concat", &refs, base, vec![attr_int("axis", 1)])?
     };
     let cols = reshape(t, &cols, &[ci * kh * kw, n * ho * wo], base)?;
-    let dyt = transpose(t, dy, &[1, 0, 2, 3], base)?;
-    let dyc = reshape(t, &dyt, &[co, n * ho * wo], base)?;
     let dw = t.emit("Gemm", &[&dyc, &cols], base, vec![attr_int("transB", 1)])?;
     reshape(t, &dw, &[co, ci, kh, kw], base)
 }

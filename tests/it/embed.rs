@@ -346,3 +346,26 @@ fn pyarrow_duckdb_and_polars_read_the_features() {
         "{s}"
     );
 }
+
+/// `optimization = "all"` (the default, for speed) computes the same embeddings as "extended".
+#[test]
+fn optimisation_levels_agree() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    mixed_folder(&images);
+    let mut rows = Vec::new();
+    for level in ["extended", "all"] {
+        let out = t.path().join(level);
+        let p = small_pipeline(t.path(), &images, &out, "");
+        let body = std::fs::read_to_string(&p).unwrap().replace("[embed]", &format!("[runtime]\noptimization = \"{level}\"\n[embed]"));
+        std::fs::write(&p, body).unwrap();
+        summary_json(&run_cli(&["run", "--json", "-q", p.to_str().unwrap()]));
+        rows.push(read_features(&out));
+    }
+    assert_eq!(rows[0].len(), rows[1].len());
+    for (a, b) in rows[0].iter().zip(&rows[1]) {
+        assert_eq!(a.key, b.key);
+        let worst = a.embedding.iter().zip(&b.embedding).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{}: levels differ by {worst}", a.key);
+    }
+}

@@ -29,8 +29,11 @@ use crate::model::onnx::tensor_proto::DataType;
 use crate::train::TrainError;
 use crate::train::autodiff;
 use crate::train::loss::Loss;
-use crate::train::tape::{Precision, RuleOptions, Tape};
+use crate::train::tape::{Precision, RuleOptions, Tape, WeightGrad};
 use crate::train::vjp::batch_norm_train;
+
+/// Emits the graph under test on the tape from its input names; returns the result tensor.
+type Builder<'a> = dyn Fn(&mut Tape, &[String]) -> Result<String, TrainError> + 'a;
 
 /// One float input of a checked graph.
 pub(super) struct In {
@@ -570,7 +573,7 @@ fn pooling_rules() -> TestResult {
     }
     let f32c = |label: &str,
                 x: In,
-                build: &dyn Fn(&mut Tape, &[String]) -> Result<String, TrainError>|
+                build: &Builder<'_>|
      -> TestResult {
         check(
             label,
@@ -650,8 +653,9 @@ fn conv_case(
     // Both formulations of the Conv rules: the default (stride-1 input gradient as a Conv with
     // flipped weights, weight gradient by im2col + Gemm) and the alternative (ConvTranspose,
     // dilated Conv over batch-transposed tensors).
-    let alt = RuleOptions { conv_dx_as_conv: false, conv_dw_im2col: false };
-    for (rules, tag) in [(RuleOptions::default(), ""), (alt, " [alt rules]")] {
+    let alt = RuleOptions { conv_dx_as_conv: false, conv_dw: WeightGrad::DilatedConv };
+    let im2col = RuleOptions { conv_dw: WeightGrad::Im2col, ..RuleOptions::default() };
+    for (rules, tag) in [(RuleOptions::default(), ""), (im2col, " [im2col]"), (alt, " [alt rules]")] {
         check_with(&format!("{label}{tag}"), Precision::F32, rules, &ins, &[], Opts::f32_linear(), |t, n, _| {
             let refs: Vec<&str> = n.iter().map(|s| s.as_str()).collect();
             t.node(
@@ -726,9 +730,12 @@ fn convolution_rules() -> TestResult {
             inp("w", &[4, 3, 3, 3], uniform(108, -1.0, 1.0, 5)),
             inp("b", &[3], uniform(3, -1.0, 1.0, 6)),
         ];
-        check(
-            &label,
+        let dilated = RuleOptions { conv_dw: WeightGrad::DilatedConv, ..RuleOptions::default() };
+        for (rules, tag) in [(RuleOptions::default(), ""), (dilated, " [dilated]")] {
+        check_with(
+            &format!("{label}{tag}"),
             Precision::F32,
+            rules,
             &ins,
             &[],
             Opts::f32_linear(),
@@ -746,6 +753,7 @@ fn convolution_rules() -> TestResult {
                 )
             },
         )?;
+        }
     }
     check(
         "ConvTranspose 2x2 s2 groups 2",

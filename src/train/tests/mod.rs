@@ -19,6 +19,9 @@ use crate::runtime::{SessionSettings, environment, session_from_bytes};
 
 pub(super) type TestResult = Result<(), Failure>;
 
+/// Graph outputs by name: `(shape, values as f64)`.
+pub(super) type Outputs = HashMap<String, (Vec<usize>, Vec<f64>)>;
+
 /// A test error shown with its `Display` text and causes.
 pub(super) struct Failure(Box<dyn Error>);
 
@@ -55,11 +58,7 @@ pub(super) enum Host {
 /// A session over `bytes` with default settings and one intra-op thread per core.
 pub(super) fn session(bytes: &[u8]) -> Result<Session, Failure> {
     let env = environment(None)?;
-    let mut st = SessionSettings::default();
-    if std::env::var("SSLPIPE_TEST_OPT").as_deref() == Ok("disable") {
-        st.optimization = crate::runtime::Optimization::Disable;
-    }
-    Ok(session_from_bytes(env, &st, bytes)?)
+    Ok(session_from_bytes(env, &SessionSettings::default(), bytes)?)
 }
 
 fn value(shape: &[usize], data: &Host) -> Result<DynValue, Failure> {
@@ -75,7 +74,7 @@ fn value(shape: &[usize], data: &Host) -> Result<DynValue, Failure> {
 pub(super) fn run(
     session: &mut Session,
     inputs: &[(String, Vec<usize>, Host)],
-) -> Result<HashMap<String, (Vec<usize>, Vec<f64>)>, Failure> {
+) -> Result<Outputs, Failure> {
     let mut feed: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
     for (name, shape, data) in inputs {
         feed.push((name.clone(), value(shape, data)?));

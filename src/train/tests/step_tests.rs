@@ -113,10 +113,6 @@ fn param_feed(sig: &Signature, params: &ParamSet) -> Vec<(String, Vec<usize>, Ho
 
 /// Directional finite-difference check of every trainable tensor of a network (float32).
 fn net_check(label: &str, spec: TrainSpec, eps: f64, tol: f64) -> TestResult {
-    let eps = std::env::var("EPS")
-        .ok()
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(eps);
     let net = Network::new(spec)?;
     let gg = net.gradient_graph(Precision::F32)?;
     let sig = &gg.signature;
@@ -330,7 +326,7 @@ fn run_step(
     batch: &[(String, Vec<usize>, Host)],
     lr: f32,
     step: i64,
-) -> Result<HashMap<String, (Vec<usize>, Vec<f64>)>, super::Failure> {
+) -> Result<super::Outputs, super::Failure> {
     let mut feed = param_feed(sig, params);
     for s in &sig.state {
         feed.push((
@@ -555,10 +551,10 @@ fn exported_forward_matches_training_forward_given_batch_statistics() -> TestRes
     let gg = net.gradient_graph(Precision::F32)?;
     let mut params = perturbed(&net, 8)?;
     for spec in net.param_specs() {
-        if spec.name.ends_with("running_mean") || spec.name.ends_with("running_var") {
-            if let Some(d) = params.data_mut(&spec.name) {
-                d.iter_mut().for_each(|v| *v = 0.0);
-            }
+        if (spec.name.ends_with("running_mean") || spec.name.ends_with("running_var"))
+            && let Some(d) = params.data_mut(&spec.name)
+        {
+            d.iter_mut().for_each(|v| *v = 0.0);
         }
     }
     let batch = batch_for(&net, &gg.signature, 9);
@@ -651,10 +647,10 @@ fn bn_count(net: &Network, name: &str) -> Result<f64, super::Failure> {
     let images = t.input_float("images", net.images_shape())?;
     let _ = net.emit_train(&mut t, &images)?;
     for e in t.entries() {
-        if let crate::train::tape::Entry::BatchNorm(r) = e {
-            if r.gamma == format!("{prefix}.weight") {
-                return Ok(r.count as f64);
-            }
+        if let crate::train::tape::Entry::BatchNorm(r) = e
+            && r.gamma == format!("{prefix}.weight")
+        {
+            return Ok(r.count as f64);
         }
     }
     Err(fail(format!("no BatchNorm for {name}")))
@@ -715,5 +711,43 @@ fn emission_is_deterministic_and_specs_are_validated() -> TestResult {
     let json = serde_json::to_string(&sp).map_err(|e| fail(e.to_string()))?;
     let back: TrainSpec = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
     assert_eq!(back, sp);
+    Ok(())
+}
+
+#[test]
+fn graph_optimisation_levels_agree() -> TestResult {
+    // FACTS.md records wrong outputs at level `All` for weights given as initializers; a train
+    // step's parameters are graph inputs, and every level must compute the same update.
+    use crate::runtime::{Optimization, SessionSettings, environment, session_from_bytes};
+    let mut sp = spec(InputLayout::Images, Tap::Embedding, vec![linear(4)], Loss::CrossEntropy, 8, 16);
+    sp.optimizer = Optimizer::adamw(0.01);
+    let net = Network::new(sp)?;
+    let ts = net.train_step()?;
+    let params = perturbed(&net, 11)?;
+    let batch = batch_for(&net, &ts.signature, 12);
+    let mut feed = param_feed(&ts.signature, &params);
+    for s in &ts.signature.state {
+        feed.push((s.name.clone(), s.shape.clone(), Host::F32(vec![0.0; s.numel()])));
+    }
+    feed.extend(batch);
+    feed.push((LR_INPUT.into(), vec![], Host::F32(vec![0.01])));
+    feed.push((STEP_INPUT.into(), vec![], Host::I64(vec![0])));
+    let mut results = Vec::new();
+    for level in [Optimization::Disable, Optimization::Extended, Optimization::All] {
+        let settings = SessionSettings { optimization: level, ..SessionSettings::default() };
+        let mut s = session_from_bytes(environment(None)?, &settings, &ts.onnx)?;
+        results.push((level, run(&mut s, &feed)?));
+    }
+    let (_, base) = &results[0];
+    for (level, out) in &results[1..] {
+        for (name, (_, v)) in base {
+            let w = &out[name].1;
+            let err = v.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+            let scale = v.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
+            if err > 1e-4 * scale {
+                return Err(fail(format!("{level:?}: output {name} differs from level Disable by {err:.2e}")));
+            }
+        }
+    }
     Ok(())
 }
