@@ -1,6 +1,6 @@
-//! Geometric and masking pretext hot paths, per image: rotation, jigsaw, relative patch
-//! location, inpainting and masked image modelling (`make` only), plus the one-off generation of
-//! the jigsaw permutation set.
+//! Pretext hot paths, per image (`make` only): rotation, jigsaw, relative patch location,
+//! inpainting, masked image modelling, colorization (bins and regression targets), SimCLR views,
+//! RGB8 → Lab alone, and the one-off generation of the jigsaw permutation set.
 //!
 //! Inputs are generated deterministically in the setup (smooth gradients + noise, like the decode
 //! bench), so runs are comparable across machines and commits. One thread, one task, as in a
@@ -13,11 +13,14 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sslpipe::pretext::colorize::{ColorTarget, ColorizeConfig};
 use sslpipe::pretext::inpaint::{InpaintConfig, MaskKind};
 use sslpipe::pretext::jigsaw::{JigsawConfig, PermutationSet};
+use sslpipe::pretext::lab::rgb8_to_lab_into;
 use sslpipe::pretext::mask::MaskConfig;
 use sslpipe::pretext::relpatch::RelPatchConfig;
 use sslpipe::pretext::rotation::RotationConfig;
+use sslpipe::pretext::views::ViewsConfig;
 use sslpipe::pretext::{PretextTask, RgbView};
 use sslpipe::rng::Rng;
 
@@ -113,12 +116,107 @@ fn bench_mask(c: &mut Criterion) {
     bench_task(c, "pretext_mask", "p16_r075", 96, &task);
 }
 
+/// Colour tasks (colorize `bins` and `regression`, views) and RGB8 → Lab alone, at 96 and 224 px.
+fn bench_colour(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pretext_colour");
+    g.throughput(Throughput::Elements(1));
+    for s in [96usize, 224] {
+        let px = photo_like(s, 1);
+        let image = RgbView {
+            width: s,
+            height: s,
+            pixels: &px,
+        };
+        let tasks: Vec<(&str, Box<dyn PretextTask>)> = vec![
+            (
+                "colorize_bins",
+                Box::new(ColorizeConfig::default().build(s).unwrap()),
+            ),
+            (
+                "colorize_regression",
+                Box::new(
+                    ColorizeConfig {
+                        target: ColorTarget::Regression,
+                        ..Default::default()
+                    }
+                    .build(s)
+                    .unwrap(),
+                ),
+            ),
+            ("views", Box::new(ViewsConfig::default().build(s).unwrap())),
+        ];
+        for (name, task) in &tasks {
+            let mut n = 0u64;
+            g.bench_function(format!("{name}_{s}"), |b| {
+                b.iter(|| {
+                    n += 1;
+                    let mut rng = Rng::for_sample(7, "bench", n);
+                    task.make(black_box(image), &mut rng)
+                })
+            });
+        }
+        let mut l = vec![0.0f32; s * s];
+        let mut ab = vec![0.0f32; 2 * s * s];
+        g.bench_function(format!("rgb8_to_lab_{s}"), |b| {
+            b.iter(|| rgb8_to_lab_into(black_box(&px), &mut l, &mut ab))
+        });
+    }
+    g.finish();
+
+    // Where the time of a view goes, at 96 px: the crop + resize alone, then with each optional
+    // step forced on (both views per image, as in `make`).
+    let s = 96;
+    let px = photo_like(s, 2);
+    let image = RgbView {
+        width: s,
+        height: s,
+        pixels: &px,
+    };
+    let none = ViewsConfig {
+        flip_prob: 0.0,
+        jitter_prob: 0.0,
+        grayscale_prob: 0.0,
+        blur_prob: 0.0,
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("views_parts_96");
+    g.throughput(Throughput::Elements(1));
+    for (name, cfg) in [
+        ("crop_resize", none.clone()),
+        (
+            "jitter_always",
+            ViewsConfig {
+                jitter_prob: 1.0,
+                ..none.clone()
+            },
+        ),
+        (
+            "blur_always",
+            ViewsConfig {
+                blur_prob: 1.0,
+                ..none.clone()
+            },
+        ),
+    ] {
+        let task = cfg.build(s).unwrap();
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                task.make(black_box(image), &mut Rng::for_sample(7, "bench", n))
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_rotation,
     bench_jigsaw,
     bench_relpatch,
     bench_inpaint,
-    bench_mask
+    bench_mask,
+    bench_colour
 );
 criterion_main!(benches);

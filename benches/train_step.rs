@@ -17,7 +17,10 @@ use ort::session::Session;
 use sslpipe::model::EncoderSpec;
 use sslpipe::rng::Rng;
 use sslpipe::runtime::{Device, Optimization, SessionSettings, environment};
-use sslpipe::train::{HeadLayer, InputLayout, Loss, Network, Optimizer, RuleOptions, Tap, TrainSpec, Trainer, WeightGrad};
+use sslpipe::train::{
+    HeadLayer, InputLayout, Loss, Network, Optimizer, RuleOptions, Tap, TrainSpec, Trainer,
+    WeightGrad,
+};
 
 struct Args {
     steps: usize,
@@ -68,10 +71,34 @@ fn parse() -> Args {
                     .split(',')
                     .filter_map(|r| match r {
                         "default" => Some(("default", RuleOptions::default())),
-                        "convtranspose" => Some(("convtranspose", RuleOptions { conv_dx_as_conv: false, ..RuleOptions::default() })),
-                        "im2col" => Some(("im2col", RuleOptions { conv_dw: WeightGrad::Im2col, ..RuleOptions::default() })),
-                        "dilated" => Some(("dilated", RuleOptions { conv_dw: WeightGrad::DilatedConv, ..RuleOptions::default() })),
-                        "alt" => Some(("alt", RuleOptions { conv_dx_as_conv: false, conv_dw: WeightGrad::DilatedConv })),
+                        "convtranspose" => Some((
+                            "convtranspose",
+                            RuleOptions {
+                                conv_dx_as_conv: false,
+                                ..RuleOptions::default()
+                            },
+                        )),
+                        "im2col" => Some((
+                            "im2col",
+                            RuleOptions {
+                                conv_dw: WeightGrad::Im2col,
+                                ..RuleOptions::default()
+                            },
+                        )),
+                        "dilated" => Some((
+                            "dilated",
+                            RuleOptions {
+                                conv_dw: WeightGrad::DilatedConv,
+                                ..RuleOptions::default()
+                            },
+                        )),
+                        "alt" => Some((
+                            "alt",
+                            RuleOptions {
+                                conv_dx_as_conv: false,
+                                conv_dw: WeightGrad::DilatedConv,
+                            },
+                        )),
                         _ => None,
                     })
                     .collect()
@@ -208,71 +235,80 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let net = Network::new(spec(optimizer, args.batch, args.size))?;
         for &(rules_name, rules) in &args.rules {
-        let step = net.train_step_with(rules)?;
-        let params = net.init_params(7)?;
-        let n = args.batch * 3 * (args.size as usize).pow(2);
-        let mut rng = Rng::new(3);
-        let images: Vec<f32> = (0..n).map(|_| 2.0 * rng.uniform_f32() - 1.0).collect();
-        let labels: Vec<i64> = (0..args.batch).map(|_| rng.index(4) as i64).collect();
-        for &level in &args.levels {
-            let settings = SessionSettings {
-                device: Device::Cpu,
-                intra_threads: args.threads,
-                optimization: level,
-            };
-            let profile_path = std::env::temp_dir()
-                .join(format!("train_step_profile_{opt_name}_{rules_name}_{}", level_name(level)))
-                .display()
-                .to_string();
-            let mut trainer = if args.profile {
-                let mut b = Session::builder(env)?.with_optimization_level(match level {
-                    Optimization::Disable => ort::session::builder::GraphOptimizationLevel::Disable,
-                    Optimization::Basic => ort::session::builder::GraphOptimizationLevel::Level1,
-                    Optimization::Extended => ort::session::builder::GraphOptimizationLevel::Level2,
-                    Optimization::All => ort::session::builder::GraphOptimizationLevel::All,
-                })?;
-                if args.threads > 0 {
-                    b = b.with_intra_threads(args.threads)?;
+            let step = net.train_step_with(rules)?;
+            let params = net.init_params(7)?;
+            let n = args.batch * 3 * (args.size as usize).pow(2);
+            let mut rng = Rng::new(3);
+            let images: Vec<f32> = (0..n).map(|_| 2.0 * rng.uniform_f32() - 1.0).collect();
+            let labels: Vec<i64> = (0..args.batch).map(|_| rng.index(4) as i64).collect();
+            for &level in &args.levels {
+                let settings = SessionSettings {
+                    device: Device::Cpu,
+                    intra_threads: args.threads,
+                    optimization: level,
+                };
+                let profile_path = std::env::temp_dir()
+                    .join(format!(
+                        "train_step_profile_{opt_name}_{rules_name}_{}",
+                        level_name(level)
+                    ))
+                    .display()
+                    .to_string();
+                let mut trainer = if args.profile {
+                    let mut b = Session::builder(env)?.with_optimization_level(match level {
+                        Optimization::Disable => {
+                            ort::session::builder::GraphOptimizationLevel::Disable
+                        }
+                        Optimization::Basic => {
+                            ort::session::builder::GraphOptimizationLevel::Level1
+                        }
+                        Optimization::Extended => {
+                            ort::session::builder::GraphOptimizationLevel::Level2
+                        }
+                        Optimization::All => ort::session::builder::GraphOptimizationLevel::All,
+                    })?;
+                    if args.threads > 0 {
+                        b = b.with_intra_threads(args.threads)?;
+                    }
+                    let session = b
+                        .with_profiling(&profile_path)?
+                        .commit_from_memory(&step.onnx)?;
+                    Trainer::from_session(session, Device::Cpu, step.clone(), &params, None, 0)?
+                } else {
+                    Trainer::new(env, &settings, step.clone(), &params)?
+                };
+                trainer.set_input_f32("images", &images)?;
+                trainer.set_input_i64("labels", &labels)?;
+                let mut times = Vec::new();
+                let mut losses = Vec::new();
+                let mut cpu = Vec::new();
+                for s in 0..args.steps + 2 {
+                    let t0 = Instant::now();
+                    let c0 = cpu_seconds();
+                    let out = trainer.step(0.01)?;
+                    if s >= 2 {
+                        times.push(t0.elapsed().as_secs_f64());
+                        cpu.push(cpu_seconds() - c0);
+                    }
+                    losses.push(out.loss);
                 }
-                let session = b
-                    .with_profiling(&profile_path)?
-                    .commit_from_memory(&step.onnx)?;
-                Trainer::from_session(session, Device::Cpu, step.clone(), &params, None, 0)?
-            } else {
-                Trainer::new(env, &settings, step.clone(), &params)?
-            };
-            trainer.set_input_f32("images", &images)?;
-            trainer.set_input_i64("labels", &labels)?;
-            let mut times = Vec::new();
-            let mut losses = Vec::new();
-            let mut cpu = Vec::new();
-            for s in 0..args.steps + 2 {
-                let t0 = Instant::now();
-                let c0 = cpu_seconds();
-                let out = trainer.step(0.01)?;
-                if s >= 2 {
-                    times.push(t0.elapsed().as_secs_f64());
-                    cpu.push(cpu_seconds() - c0);
+                let m = median(times.clone());
+                let cpu_m = median(cpu);
+                println!(
+                    "  {opt_name:<6} opt={:<9} rules={rules_name:<13} {:7.1} images/s  ({:.0} ms/step median, min {:.0} ms, {:.0} CPU-ms; loss {:.3} -> {:.3})",
+                    level_name(level),
+                    args.batch as f64 / m,
+                    1e3 * m,
+                    1e3 * times.iter().cloned().fold(f64::MAX, f64::min),
+                    1e3 * cpu_m,
+                    losses[0],
+                    losses[losses.len() - 1]
+                );
+                if args.profile {
+                    let file = trainer.end_profiling()?;
+                    println!("{}", summarise_profile(&file, args.steps + 2));
                 }
-                losses.push(out.loss);
             }
-            let m = median(times.clone());
-            let cpu_m = median(cpu);
-            println!(
-                "  {opt_name:<6} opt={:<9} rules={rules_name:<13} {:7.1} images/s  ({:.0} ms/step median, min {:.0} ms, {:.0} CPU-ms; loss {:.3} -> {:.3})",
-                level_name(level),
-                args.batch as f64 / m,
-                1e3 * m,
-                1e3 * times.iter().cloned().fold(f64::MAX, f64::min),
-                1e3 * cpu_m,
-                losses[0],
-                losses[losses.len() - 1]
-            );
-            if args.profile {
-                let file = trainer.end_profiling()?;
-                println!("{}", summarise_profile(&file, args.steps + 2));
-            }
-        }
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README and CI run it: fetches what the tests need (ONNX Runtime,
-# the sample photos) through the idempotent setup script, then runs every test.
+# the sample photos) through the idempotent setup script, runs every benchmark once as a smoke
+# test (criterion's test mode), then every unit and integration test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --all-targets "$@"
+cargo test --benches --examples
+cargo test --lib --bins --tests "$@"

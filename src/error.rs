@@ -17,6 +17,10 @@ pub enum Error {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    Pretext(#[from] crate::pretext::PretextError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -122,10 +122,21 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Preview { pipeline: file, out, count } => {
-            let Some(plan) = load(&file, None)? else { return Ok(ExitCode::from(2)) };
+        Command::Preview {
+            pipeline: file,
+            out,
+            count,
+        } => {
+            let Some(plan) = load(&file, None)? else {
+                return Ok(ExitCode::from(2));
+            };
             let keys = pipeline::write_preview(&plan, count, &out)?;
-            println!("wrote {} ({} samples: {})", out.display(), keys.len(), keys.join(", "));
+            println!(
+                "wrote {} ({} samples: {})",
+                out.display(),
+                keys.len(),
+                keys.join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { path, rows } => {

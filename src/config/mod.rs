@@ -16,7 +16,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use locate::Locator;
-pub use plan::{EmbedSpec, ExportSpec, ModelSpec, Normalization, OutputSpec, Pipeline, RuntimeSpec};
+pub use plan::{
+    EmbedSpec, ExportSpec, ModelSpec, Normalization, OutputSpec, Pipeline, RuntimeSpec,
+};
 pub use raw::{EmbeddingType, OnError};
 
 /// One problem in a pipeline file.

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use super::raw::{self, EmbeddingType, ModelSection, OnError, SourceSection};
 use super::{ConfigErrors, Locator, Problems};
 use crate::decode::DecodeSettings;
-use crate::pretext::TaskConfig;
 use crate::model::{BuiltinEncoder, EncoderSpec};
+use crate::pretext::TaskConfig;
 use crate::runtime::{Device, Optimization, SessionSettings};
 use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
 
@@ -17,8 +17,9 @@ use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-const SECTIONS: &[&str] =
-    &["pipeline", "source", "decode", "pretext", "model", "runtime", "embed", "export", "output"];
+const SECTIONS: &[&str] = &[
+    "pipeline", "source", "decode", "pretext", "model", "runtime", "embed", "export", "output",
+];
 
 /// A checked pipeline: everything the engine needs, nothing left to validate.
 #[derive(Debug, Clone)]
@@ -169,7 +170,10 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
             problems.add("export.epochs", "must be at least 1");
         }
         if !table.contains_key("pretext") {
-            problems.add("export", "needs a [pretext] section: the export writes a pretext task's samples");
+            problems.add(
+                "export",
+                "needs a [pretext] section: the export writes a pretext task's samples",
+            );
         }
         ExportSpec { epochs: e.epochs }
     });

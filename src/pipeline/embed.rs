@@ -26,7 +26,13 @@ pub struct Normalize(pub Normalization);
 impl Prepare for Normalize {
     type Item = Vec<f32>;
     const STAGE: &'static str = "normalize";
-    fn prepare(&mut self, rgb: &[u8], size: usize, _key: &str, _epoch: u64) -> Result<Vec<f32>, String> {
+    fn prepare(
+        &mut self,
+        rgb: &[u8],
+        size: usize,
+        _key: &str,
+        _epoch: u64,
+    ) -> Result<Vec<f32>, String> {
         let mut tensor = vec![0.0f32; 3 * size * size];
         rgb_to_chw(rgb, size, size, self.0.mean, self.0.std, &mut tensor);
         Ok(tensor)
@@ -90,7 +96,11 @@ impl EmbedStage {
         clock: &mut Clock,
     ) -> Result<(), PipelineError> {
         match item.result {
-            Ok(Prepared { item: tensor, width, height }) => {
+            Ok(Prepared {
+                item: tensor,
+                width,
+                height,
+            }) => {
                 let chw = tensor.len();
                 let slot = batch.keys.len();
                 batch.buffer[slot * chw..(slot + 1) * chw].copy_from_slice(&tensor);

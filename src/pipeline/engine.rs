@@ -32,7 +32,11 @@ impl Upstream {
         }
         match self.source.join() {
             Ok(r) => r.map_err(PipelineError::from),
-            Err(_) => Err(PipelineError::stage("source", None, "the thread panicked".into())),
+            Err(_) => Err(PipelineError::stage(
+                "source",
+                None,
+                "the thread panicked".into(),
+            )),
         }
     }
 }
@@ -65,7 +69,12 @@ pub fn start<P: Prepare>(
         counters.clone(),
     )
     .map_err(spawn_err)?;
-    let (spec, stop, counters, stage) = (plan.source.clone(), stop.clone(), counters.clone(), source_stage.clone());
+    let (spec, stop, counters, stage) = (
+        plan.source.clone(),
+        stop.clone(),
+        counters.clone(),
+        source_stage.clone(),
+    );
     let source = std::thread::Builder::new()
         .name("source".into())
         .spawn(move || run_source(&spec, epochs, &stop, sample_tx, counters, &stage))
@@ -82,7 +91,14 @@ fn run_source(
     stage: &Stage,
 ) -> Result<(), SourceError> {
     let started = Instant::now();
-    let mut emit = ChannelEmit { tx, seq: 0, epoch: 0, counters, clock: Clock::default(), closed: false };
+    let mut emit = ChannelEmit {
+        tx,
+        seq: 0,
+        epoch: 0,
+        counters,
+        clock: Clock::default(),
+        closed: false,
+    };
     let result = loop {
         let result = crate::source::run(spec, stop, &mut emit);
         let done = emit.epoch + 1 >= epochs;
@@ -109,7 +125,12 @@ struct ChannelEmit {
 
 impl Emit for ChannelEmit {
     fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
-        let sample = Sample { seq: self.seq, key, epoch: self.epoch, bytes };
+        let sample = Sample {
+            seq: self.seq,
+            key,
+            epoch: self.epoch,
+            bytes,
+        };
         self.seq += 1;
         self.clock.items += 1;
         Counters::add(&self.counters.read, 1);
@@ -130,14 +151,18 @@ pub fn supervise<R: Send + 'static>(
     stop: &StopFlag,
     wait: impl FnOnce() -> R + Send + 'static,
 ) -> Result<(R, bool), PipelineError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(spawn_err)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(spawn_err)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let result = runtime.block_on(async {
         if handle_signals {
             tokio::spawn(progress::watch_ctrl_c(stop.clone(), interrupted.clone()));
         }
-        let ticker = show_progress.then(|| tokio::spawn(progress::report(counters.clone(), started)));
+        let ticker =
+            show_progress.then(|| tokio::spawn(progress::report(counters.clone(), started)));
         let result = tokio::task::spawn_blocking(wait).await;
         if let Some(t) = ticker {
             t.abort();

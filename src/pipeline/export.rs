@@ -28,16 +28,33 @@ pub struct PretextPrepare {
 impl Prepare for PretextPrepare {
     type Item = PretextSample;
     const STAGE: &'static str = "pretext";
-    fn prepare(&mut self, rgb: &[u8], size: usize, key: &str, epoch: u64) -> Result<PretextSample, String> {
+    fn prepare(
+        &mut self,
+        rgb: &[u8],
+        size: usize,
+        key: &str,
+        epoch: u64,
+    ) -> Result<PretextSample, String> {
         let mut rng = Rng::for_sample(self.seed, key, epoch);
-        Ok(self.task.make(RgbView { width: size, height: size, pixels: rgb }, &mut rng))
+        Ok(self.task.make(
+            RgbView {
+                width: size,
+                height: size,
+                pixels: rgb,
+            },
+            &mut rng,
+        ))
     }
 }
 
 pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let (Some(task_config), Some(export)) = (&plan.pretext, &plan.export) else {
-        return Err(PipelineError::stage("export", None, "the pipeline has no [pretext] or no [export]".into()));
+        return Err(PipelineError::stage(
+            "export",
+            None,
+            "the pipeline has no [pretext] or no [export]".into(),
+        ));
     };
     let task = crate::pretext::build(task_config, plan.decode.size as usize)
         .map_err(|e| PipelineError::stage("pretext", None, e.to_string()))?;
@@ -57,23 +74,50 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
     let errors = ErrorsFile::create(&plan.output.dir)?;
 
     let counters = Arc::new(Counters::default());
-    let stages = [Arc::new(Stage::new("source", 1)), Arc::new(Stage::new("decode", plan.workers)), Arc::new(Stage::new("sink", 1))];
+    let stages = [
+        Arc::new(Stage::new("source", 1)),
+        Arc::new(Stage::new("decode", plan.workers)),
+        Arc::new(Stage::new("sink", 1)),
+    ];
     let stop = options.stop.clone();
-    let prepare = PretextPrepare { task: task.clone(), seed: plan.seed };
-    let (items, upstream) =
-        engine::start(plan, prepare, export.epochs, &stop, &counters, &stages[0], &stages[1])?;
+    let prepare = PretextPrepare {
+        task: task.clone(),
+        seed: plan.seed,
+    };
+    let (items, upstream) = engine::start(
+        plan,
+        prepare,
+        export.epochs,
+        &stop,
+        &counters,
+        &stages[0],
+        &stages[1],
+    )?;
     let (on_error, sink_stage, stop_on_fail) = (plan.on_error, stages[2].clone(), stop.clone());
     let sink = std::thread::Builder::new()
         .name("sink".into())
         .spawn(move || write(items, writer, errors, on_error, &stop_on_fail, &sink_stage))
         .map_err(engine::spawn_err)?;
-    let ((upstream_result, sink_result), interrupted) =
-        engine::supervise(options.handle_signals, options.progress, &counters, &stop, move || {
+    let ((upstream_result, sink_result), interrupted) = engine::supervise(
+        options.handle_signals,
+        options.progress,
+        &counters,
+        &stop,
+        move || {
             let sink_result = sink.join();
             (upstream.join(), sink_result)
-        })?;
-    let (written, status) = sink_result
-        .unwrap_or_else(|_| (Default::default(), Err(PipelineError::stage("sink", None, "the thread panicked".into()))));
+        },
+    )?;
+    let (written, status) = sink_result.unwrap_or_else(|_| {
+        (
+            Default::default(),
+            Err(PipelineError::stage(
+                "sink",
+                None,
+                "the thread panicked".into(),
+            )),
+        )
+    });
     upstream_result?;
     status?;
     Ok(RunSummary::new(
@@ -103,16 +147,30 @@ fn write(
             reorder.push(item.seq, item, |item: Decoded<PretextSample>| {
                 let t = Instant::now();
                 let r = match item.result {
-                    Ok(Prepared { item: sample, width, height }) => {
+                    Ok(Prepared {
+                        item: sample,
+                        width,
+                        height,
+                    }) => {
                         clock.items += 1;
-                        writer.push(&item.key, item.epoch, width, height, &sample).map_err(PipelineError::from)
+                        writer
+                            .push(&item.key, item.epoch, width, height, &sample)
+                            .map_err(PipelineError::from)
                     }
                     Err((stage, reason)) => {
-                        let record = ErrorRecord { key: item.key.clone(), stage: stage.to_string(), reason: reason.clone() };
+                        let record = ErrorRecord {
+                            key: item.key.clone(),
+                            stage: stage.to_string(),
+                            reason: reason.clone(),
+                        };
                         errors.write(&record)?;
                         if on_error == OnError::Fail {
                             stop.stop();
-                            return Err(PipelineError::BadImage { stage, key: item.key, reason });
+                            return Err(PipelineError::BadImage {
+                                stage,
+                                key: item.key,
+                                reason,
+                            });
                         }
                         Ok(())
                     }
@@ -124,7 +182,11 @@ fn write(
         Ok(())
     })();
     drop(items);
-    let mut written = super::write::Written { errors: errors.count(), rows: writer.rows(), ..Default::default() };
+    let mut written = super::write::Written {
+        errors: errors.count(),
+        rows: writer.rows(),
+        ..Default::default()
+    };
     match errors.finish() {
         Ok(path) => written.errors_file = Some(path),
         Err(e) => result = result.and(Err(e.into())),

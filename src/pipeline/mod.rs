@@ -1,5 +1,6 @@
-//! The engine: wires source → decode workers → embed (ONNX Runtime) → sink with bounded channels,
-//! runs them, and reports what happened.
+//! The engine: wires source → decode workers (with the per-image preparation fused on the same
+//! thread) → a consumer — the embed stage (ONNX Runtime) and its Parquet sink, or the pretext
+//! export — with bounded channels, runs them, and reports what happened.
 //!
 //! Guarantees:
 //! - Memory is bounded by channel capacities (and one batch, one row group), never by the input.
@@ -158,7 +159,15 @@ fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, Pipelin
     let (model_id, model_origin) = (encoder.model_id.clone(), encoder.origin.clone());
 
     let normalize = embed::Normalize(plan.model.normalization());
-    let (items, upstream) = engine::start(plan, normalize, 1, &stop, &counters, &stages.source, &stages.decode)?;
+    let (items, upstream) = engine::start(
+        plan,
+        normalize,
+        1,
+        &stop,
+        &counters,
+        &stages.source,
+        &stages.decode,
+    )?;
     let (sink_tx, sink_rx) = async_channel::bounded(4);
     let sink = {
         let stage = stages.sink.clone();
@@ -181,16 +190,33 @@ fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, Pipelin
         .spawn(move || embed_stage.run(items, sink_tx))
         .map_err(engine::spawn_err)?;
 
-    let ((upstream_result, embed_result, sink_result), interrupted) =
-        engine::supervise(options.handle_signals, options.progress, &counters, &stop, move || {
+    let ((upstream_result, embed_result, sink_result), interrupted) = engine::supervise(
+        options.handle_signals,
+        options.progress,
+        &counters,
+        &stop,
+        move || {
             let embed_result = embed.join();
             let sink_result = sink.join();
             (upstream.join(), embed_result, sink_result)
-        })?;
-    let embed_result =
-        embed_result.unwrap_or_else(|_| Err(PipelineError::stage("embed", None, "the thread panicked".into())));
+        },
+    )?;
+    let embed_result = embed_result.unwrap_or_else(|_| {
+        Err(PipelineError::stage(
+            "embed",
+            None,
+            "the thread panicked".into(),
+        ))
+    });
     let (written, sink_status) = sink_result.unwrap_or_else(|_| {
-        (Default::default(), Err(PipelineError::stage("sink", None, "the thread panicked".into())))
+        (
+            Default::default(),
+            Err(PipelineError::stage(
+                "sink",
+                None,
+                "the thread panicked".into(),
+            )),
+        )
     });
     // The first failure in flow order is the cause; later ones are its consequences.
     upstream_result?;
@@ -211,7 +237,10 @@ fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, Pipelin
 /// Key-value metadata every output file of a run carries.
 fn run_metadata(plan: &Pipeline) -> Vec<(String, String)> {
     vec![
-        ("sslpipe.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "sslpipe.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
         ("sslpipe.pipeline".to_string(), plan.text.clone()),
         ("sslpipe.pipeline_name".to_string(), plan.name.clone()),
     ]

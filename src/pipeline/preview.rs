@@ -18,12 +18,21 @@ const GAP_GREY: u8 = 40;
 
 /// Writes the contact sheet of the first `count` decodable images to `out` (PNG); returns the keys
 /// shown.
-pub fn write_preview(plan: &Pipeline, count: usize, out: &Path) -> Result<Vec<String>, PipelineError> {
+pub fn write_preview(
+    plan: &Pipeline,
+    count: usize,
+    out: &Path,
+) -> Result<Vec<String>, PipelineError> {
     let Some(task_config) = &plan.pretext else {
-        return Err(PipelineError::stage("preview", None, "the pipeline has no [pretext] section to preview".into()));
+        return Err(PipelineError::stage(
+            "preview",
+            None,
+            "the pipeline has no [pretext] section to preview".into(),
+        ));
     };
     let size = plan.decode.size as usize;
-    let task = crate::pretext::build(task_config, size).map_err(|e| PipelineError::stage("pretext", None, e.to_string()))?;
+    let task = crate::pretext::build(task_config, size)
+        .map_err(|e| PipelineError::stage("pretext", None, e.to_string()))?;
 
     struct Collect {
         decoder: Decoder,
@@ -41,17 +50,29 @@ pub fn write_preview(plan: &Pipeline, count: usize, out: &Path) -> Result<Vec<St
             self.images.len() < self.wanted
         }
     }
-    let mut collect = Collect { decoder: Decoder::new(plan.decode.clone()), wanted: count.max(1), images: Vec::new() };
+    let mut collect = Collect {
+        decoder: Decoder::new(plan.decode.clone()),
+        wanted: count.max(1),
+        images: Vec::new(),
+    };
     crate::source::run(&plan.source, &StopFlag::default(), &mut collect)?;
     if collect.images.is_empty() {
-        return Err(PipelineError::stage("preview", None, "no decodable image in the source".into()));
+        return Err(PipelineError::stage(
+            "preview",
+            None,
+            "no decodable image in the source".into(),
+        ));
     }
 
     let rows: Vec<(usize, usize, Vec<u8>)> = collect
         .images
         .iter()
         .map(|(key, rgb)| {
-            let view = RgbView { width: size, height: size, pixels: rgb };
+            let view = RgbView {
+                width: size,
+                height: size,
+                pixels: rgb,
+            };
             let sample = task.make(view, &mut Rng::for_sample(plan.seed, key, 0));
             task.preview(view, &sample)
         })
@@ -69,8 +90,15 @@ pub fn write_preview(plan: &Pipeline, count: usize, out: &Path) -> Result<Vec<St
     }
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&sheet, width as u32, height as u32, image::ExtendedColorType::Rgb8)
-        .map_err(|e| PipelineError::stage("preview", None, format!("cannot encode the PNG: {e}")))?;
+        .write_image(
+            &sheet,
+            width as u32,
+            height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| {
+            PipelineError::stage("preview", None, format!("cannot encode the PNG: {e}"))
+        })?;
     crate::sink::write_atomically(out, &png)?;
     Ok(collect.images.into_iter().map(|(k, _)| k).collect())
 }

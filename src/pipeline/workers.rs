@@ -22,7 +22,13 @@ pub trait Prepare: Clone + Send + 'static {
     type Item: Send + 'static;
     /// The stage name reported when `prepare` refuses an image.
     const STAGE: &'static str;
-    fn prepare(&mut self, rgb: &[u8], size: usize, key: &str, epoch: u64) -> Result<Self::Item, String>;
+    fn prepare(
+        &mut self,
+        rgb: &[u8],
+        size: usize,
+        key: &str,
+        epoch: u64,
+    ) -> Result<Self::Item, String>;
 }
 
 /// A prepared image with the size of its source.
@@ -51,8 +57,14 @@ pub fn spawn<P: Prepare>(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     (0..workers)
         .map(|i| {
-            let (input, output, stage, counters, settings, prepare) =
-                (input.clone(), output.clone(), stage.clone(), counters.clone(), settings.clone(), prepare.clone());
+            let (input, output, stage, counters, settings, prepare) = (
+                input.clone(),
+                output.clone(),
+                stage.clone(),
+                counters.clone(),
+                settings.clone(),
+                prepare.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("decode-{i}"))
                 .spawn(move || work(settings, prepare, input, output, &stage, &counters))
@@ -75,7 +87,9 @@ fn work<P: Prepare>(
     while let Ok(sample) = clock.wait_in(|| input.recv_blocking()) {
         let result = clock.busy(|| {
             let bytes = sample.bytes.map_err(|reason| ("read", reason))?;
-            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decoder.decode_into(&bytes, &mut rgb)));
+            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                decoder.decode_into(&bytes, &mut rgb)
+            }));
             let info = match decoded {
                 Ok(Ok(info)) => info,
                 Ok(Err(e)) => return Err(("decode", e.to_string())),
@@ -85,14 +99,32 @@ fn work<P: Prepare>(
                     return Err(("decode", "the decoder panicked on this file".to_string()));
                 }
             };
-            let item = std::panic::catch_unwind(AssertUnwindSafe(|| prepare.prepare(&rgb, size, &sample.key, sample.epoch)))
-                .unwrap_or_else(|_| Err("panicked on this image".to_string()))
-                .map_err(|reason| (P::STAGE, reason))?;
-            Ok(Prepared { item, width: info.width, height: info.height })
+            let item = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                prepare.prepare(&rgb, size, &sample.key, sample.epoch)
+            }))
+            .unwrap_or_else(|_| Err("panicked on this image".to_string()))
+            .map_err(|reason| (P::STAGE, reason))?;
+            Ok(Prepared {
+                item,
+                width: info.width,
+                height: info.height,
+            })
         });
         clock.items += 1;
-        Counters::add(if result.is_ok() { &counters.decoded } else { &counters.failed }, 1);
-        let msg = Decoded { seq: sample.seq, key: sample.key, epoch: sample.epoch, result };
+        Counters::add(
+            if result.is_ok() {
+                &counters.decoded
+            } else {
+                &counters.failed
+            },
+            1,
+        );
+        let msg = Decoded {
+            seq: sample.seq,
+            key: sample.key,
+            epoch: sample.epoch,
+            result,
+        };
         if clock.wait_out(|| output.send_blocking(msg)).is_err() {
             break; // downstream stopped (it failed and is reporting why)
         }

@@ -20,8 +20,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::inpaint::FILL;
 use super::draw::{self, Canvas};
+use super::inpaint::FILL;
 use super::{
     DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
 };

@@ -162,7 +162,10 @@ impl TaskConfig {
 }
 
 /// Builds the task for images of `size × size`, validating its parameters against that size.
-pub fn build(config: &TaskConfig, size: usize) -> Result<std::sync::Arc<dyn PretextTask>, PretextError> {
+pub fn build(
+    config: &TaskConfig,
+    size: usize,
+) -> Result<std::sync::Arc<dyn PretextTask>, PretextError> {
     use std::sync::Arc;
     Ok(match config {
         TaskConfig::Rotation(c) => Arc::new(c.build(size)?),

@@ -20,7 +20,6 @@ use super::{
 };
 use crate::rng::Rng;
 
-
 const TASK: &str = "rotation";
 
 /// TOML configuration of the rotation task (`[pretext] kind = "rotation"`).

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array,
+    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -50,7 +50,13 @@ impl FeatureWriter {
         let mut metadata = spec.metadata.clone();
         metadata.push(("sslpipe.model_id".to_string(), spec.model_id.clone()));
         metadata.push(("sslpipe.pretext".to_string(), spec.pretext.clone()));
-        let files = PartFiles::new(&spec.dir, schema.clone(), spec.rows_per_file, spec.row_group_rows, &metadata)?;
+        let files = PartFiles::new(
+            &spec.dir,
+            schema.clone(),
+            spec.rows_per_file,
+            spec.row_group_rows,
+            &metadata,
+        )?;
         Ok(Self {
             schema,
             files,
@@ -82,7 +88,11 @@ impl FeatureWriter {
         timestamp_us: i64,
     ) -> Result<(), SinkError> {
         if embedding.len() != self.spec.dim {
-            return Err(SinkError::Dimension { key: key.to_string(), expected: self.spec.dim, found: embedding.len() });
+            return Err(SinkError::Dimension {
+                key: key.to_string(),
+                expected: self.spec.dim,
+                found: embedding.len(),
+            });
         }
         self.keys.push(key.to_string());
         self.values.extend_from_slice(embedding);
@@ -110,7 +120,12 @@ impl FeatureWriter {
         let values = Float32Array::from(std::mem::take(&mut self.values));
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         let embedding: ArrayRef = match self.spec.embedding_type {
-            EmbeddingType::FixedSizeList => Arc::new(FixedSizeListArray::new(item, dim as i32, Arc::new(values), None)),
+            EmbeddingType::FixedSizeList => Arc::new(FixedSizeListArray::new(
+                item,
+                dim as i32,
+                Arc::new(values),
+                None,
+            )),
             EmbeddingType::List => {
                 let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(dim, n));
                 Arc::new(ListArray::new(item, offsets, Arc::new(values), None))
@@ -123,10 +138,15 @@ impl FeatureWriter {
             Arc::new(UInt32Array::from(std::mem::take(&mut self.heights))),
             Arc::new(StringArray::from(vec![self.spec.model_id.as_str(); n])),
             Arc::new(StringArray::from(vec![self.spec.pretext.as_str(); n])),
-            Arc::new(TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps)).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps))
+                    .with_timezone("UTC"),
+            ),
         ];
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| SinkError::Parquet { path: self.spec.dir.clone(), reason: e.to_string() })
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Parquet {
+            path: self.spec.dir.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes what is buffered, closes and publishes the open file; returns every published file.
@@ -150,7 +170,11 @@ pub fn schema(dim: usize, embedding_type: EmbeddingType) -> Schema {
         Field::new("height", DataType::UInt32, false),
         Field::new("model_id", DataType::Utf8, false),
         Field::new("pretext", DataType::Utf8, false),
-        Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
     ])
 }
 
@@ -158,8 +182,8 @@ pub fn schema(dim: usize, embedding_type: EmbeddingType) -> Schema {
 mod tests {
     use super::*;
     use crate::sink::remove_previous_outputs;
-    use std::path::Path;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::path::Path;
 
     fn spec(dir: &Path, rows_per_file: usize, row_group_rows: usize) -> FeatureSinkSpec {
         FeatureSinkSpec {

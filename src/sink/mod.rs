@@ -10,9 +10,9 @@
 
 mod errors_file;
 mod features;
+pub mod inspect;
 mod parts;
 mod tensors;
-pub mod inspect;
 
 use std::path::PathBuf;
 

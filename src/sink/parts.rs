@@ -43,9 +43,14 @@ impl PartFiles {
         metadata: &[(String, String)],
     ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let metadata = metadata.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+        let metadata = metadata
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+            .collect();
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("3 is a valid zstd level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+            ))
             .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
             .set_key_value_metadata(Some(metadata))
             .set_created_by(format!("sslpipe {}", env!("CARGO_PKG_VERSION")))
@@ -76,7 +81,10 @@ impl PartFiles {
         }
         let file = self.open.as_mut().expect("opened above");
         let tmp = file.tmp.clone();
-        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet { path: tmp.clone(), reason: e.to_string() };
+        let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        };
         file.writer.write(batch).map_err(perr)?;
         file.writer.flush().map_err(perr)?;
         file.rows += batch.num_rows();
@@ -87,19 +95,36 @@ impl PartFiles {
     }
 
     fn open_file(&mut self) -> Result<OpenFile, SinkError> {
-        let path = self.dir.join(format!("{PART_PREFIX}{:05}.parquet", self.next_file));
+        let path = self
+            .dir
+            .join(format!("{PART_PREFIX}{:05}.parquet", self.next_file));
         let tmp = path.with_extension("parquet.tmp");
         self.next_file += 1;
         let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-            .map_err(|e| SinkError::Parquet { path: tmp.clone(), reason: e.to_string() })?;
-        Ok(OpenFile { tmp, path, writer, rows: 0 })
+            .map_err(|e| SinkError::Parquet {
+                path: tmp.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(OpenFile {
+            tmp,
+            path,
+            writer,
+            rows: 0,
+        })
     }
 
     fn close_file(&mut self) -> Result<(), SinkError> {
-        let Some(OpenFile { tmp, path, writer, .. }) = self.open.take() else { return Ok(()) };
-        let inner =
-            writer.into_inner().map_err(|e| SinkError::Parquet { path: tmp.clone(), reason: e.to_string() })?;
+        let Some(OpenFile {
+            tmp, path, writer, ..
+        }) = self.open.take()
+        else {
+            return Ok(());
+        };
+        let inner = writer.into_inner().map_err(|e| SinkError::Parquet {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
         inner.sync_all().map_err(|e| io_err(&tmp, e))?;
         drop(inner);
         publish(&tmp, &path)?;
@@ -121,8 +146,10 @@ pub fn remove_previous_outputs(dir: &Path) -> Result<(), SinkError> {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let part = name.starts_with(PART_PREFIX) && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"));
-        let errors = name == super::ErrorsFile::NAME || name == format!("{}.tmp", super::ErrorsFile::NAME);
+        let part = name.starts_with(PART_PREFIX)
+            && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"));
+        let errors =
+            name == super::ErrorsFile::NAME || name == format!("{}.tmp", super::ErrorsFile::NAME);
         if part || errors {
             std::fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
         }

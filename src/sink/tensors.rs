@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt32Array,
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt8Array,
+    UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -48,17 +49,34 @@ pub struct TensorWriter {
 
 impl TensorWriter {
     pub fn create(spec: TensorSinkSpec) -> Result<Self, SinkError> {
-        let all: Vec<&TensorSpec> = spec.signature.inputs.iter().chain(&spec.signature.targets).collect();
+        let all: Vec<&TensorSpec> = spec
+            .signature
+            .inputs
+            .iter()
+            .chain(&spec.signature.targets)
+            .collect();
         let schema = Arc::new(schema(&all));
-        let row_bytes: usize = all.iter().map(|t| t.len() * byte_width(t.dtype)).sum::<usize>().max(1);
-        let group_rows = spec.row_group_rows.min((ROW_GROUP_BYTES / row_bytes).max(16));
+        let row_bytes: usize = all
+            .iter()
+            .map(|t| t.len() * byte_width(t.dtype))
+            .sum::<usize>()
+            .max(1);
+        let group_rows = spec
+            .row_group_rows
+            .min((ROW_GROUP_BYTES / row_bytes).max(16));
         let mut metadata = spec.metadata.clone();
         metadata.push(("sslpipe.pretext".to_string(), spec.task.clone()));
         metadata.push((
             "sslpipe.signature".to_string(),
             serde_json::to_string(&spec.signature).unwrap_or_default(),
         ));
-        let files = PartFiles::new(&spec.dir, schema.clone(), spec.rows_per_file, group_rows, &metadata)?;
+        let files = PartFiles::new(
+            &spec.dir,
+            schema.clone(),
+            spec.rows_per_file,
+            group_rows,
+            &metadata,
+        )?;
         let tensors = all
             .iter()
             .map(|t| match t.dtype {
@@ -85,8 +103,20 @@ impl TensorWriter {
         self.rows_total
     }
 
-    pub fn push(&mut self, key: &str, epoch: u64, width: u32, height: u32, sample: &PretextSample) -> Result<(), SinkError> {
-        let specs = self.spec.signature.inputs.iter().chain(&self.spec.signature.targets);
+    pub fn push(
+        &mut self,
+        key: &str,
+        epoch: u64,
+        width: u32,
+        height: u32,
+        sample: &PretextSample,
+    ) -> Result<(), SinkError> {
+        let specs = self
+            .spec
+            .signature
+            .inputs
+            .iter()
+            .chain(&self.spec.signature.targets);
         let values = sample.inputs.iter().chain(&sample.targets);
         for ((spec, value), column) in specs.zip(values).zip(self.tensors.iter_mut()) {
             let ok = value.len() == spec.len();
@@ -132,7 +162,12 @@ impl TensorWriter {
             Arc::new(UInt32Array::from(std::mem::take(&mut self.widths))),
             Arc::new(UInt32Array::from(std::mem::take(&mut self.heights))),
         ];
-        let specs = self.spec.signature.inputs.iter().chain(&self.spec.signature.targets);
+        let specs = self
+            .spec
+            .signature
+            .inputs
+            .iter()
+            .chain(&self.spec.signature.targets);
         for (spec, column) in specs.zip(self.tensors.iter_mut()) {
             let item = Arc::new(Field::new("item", arrow_type(spec.dtype), true));
             let values: ArrayRef = match column {
@@ -140,10 +175,18 @@ impl TensorWriter {
                 TensorData::F32(v) => Arc::new(Float32Array::from(std::mem::take(v))),
                 TensorData::I64(v) => Arc::new(Int64Array::from(std::mem::take(v))),
             };
-            columns.push(Arc::new(FixedSizeListArray::new(item, spec.len() as i32, values, None)));
+            columns.push(Arc::new(FixedSizeListArray::new(
+                item,
+                spec.len() as i32,
+                values,
+                None,
+            )));
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| SinkError::Parquet { path: self.spec.dir.clone(), reason: e.to_string() })?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Parquet {
+                path: self.spec.dir.clone(),
+                reason: e.to_string(),
+            })?;
         self.files.write(&batch)
     }
 
@@ -181,14 +224,33 @@ fn schema(tensors: &[&TensorSpec]) -> Schema {
         // Nullable items: the canonical extension's storage type is exactly
         // `fixed_size_list<item: T>` and readers compare it field by field.
         let item = Arc::new(Field::new("item", arrow_type(t.dtype), true));
-        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let metadata = [
-            ("ARROW:extension:name".to_string(), "arrow.fixed_shape_tensor".to_string()),
-            ("ARROW:extension:metadata".to_string(), format!("{{\"shape\":[{shape}]}}")),
+            (
+                "ARROW:extension:name".to_string(),
+                "arrow.fixed_shape_tensor".to_string(),
+            ),
+            (
+                "ARROW:extension:metadata".to_string(),
+                format!("{{\"shape\":[{shape}]}}"),
+            ),
         ];
         fields.push(
-            Field::new(&t.name, DataType::FixedSizeList(item, t.len() as i32), false)
-                .with_metadata(metadata.into_iter().collect::<std::collections::HashMap<_, _>>()),
+            Field::new(
+                &t.name,
+                DataType::FixedSizeList(item, t.len() as i32),
+                false,
+            )
+            .with_metadata(
+                metadata
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            ),
         );
     }
     Schema::new(fields)

@@ -196,7 +196,7 @@ fn accuracy(t: &mut Tape, pred: &str, labels: &str) -> Result<String, TrainError
     )
 }
 
-/// Mean over positions of −log softmax(pred)[label], class axis 1.
+/// Mean over positions of `−log softmax(pred)[label]`, class axis 1.
 pub fn cross_entropy(t: &mut Tape, pred: &str, labels: &str) -> Result<LossOutput, TrainError> {
     let logp = t.node(
         "LogSoftmax",

@@ -99,7 +99,9 @@ impl Optimizer {
                 weight_decay,
                 nesterov,
             } => {
-                let ok = (0.0..1.0).contains(&momentum) && weight_decay >= 0.0 && weight_decay.is_finite();
+                let ok = (0.0..1.0).contains(&momentum)
+                    && weight_decay >= 0.0
+                    && weight_decay.is_finite();
                 if !ok {
                     return bad(format!(
                         "sgd needs 0 ≤ momentum < 1 and weight_decay ≥ 0, found {momentum}, {weight_decay}"

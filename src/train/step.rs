@@ -132,11 +132,20 @@ impl Network {
     }
 
     /// [`Network::gradient_graph`] with a choice of rule formulations.
-    pub fn gradient_graph_with(&self, precision: Precision, rules: RuleOptions) -> Result<TrainStep, TrainError> {
+    pub fn gradient_graph_with(
+        &self,
+        precision: Precision,
+        rules: RuleOptions,
+    ) -> Result<TrainStep, TrainError> {
         self.build(precision, false, rules)
     }
 
-    fn build(&self, precision: Precision, optimizer: bool, rules: RuleOptions) -> Result<TrainStep, TrainError> {
+    fn build(
+        &self,
+        precision: Precision,
+        optimizer: bool,
+        rules: RuleOptions,
+    ) -> Result<TrainStep, TrainError> {
         let spec = self.spec();
         let mut t = Tape::new("sslpipe_train_step", precision);
         t.set_rules(rules);

@@ -9,6 +9,15 @@
 //! padding), MaxPool (with its `Indices` output), Flatten, Reshape, Squeeze, Unsqueeze, Transpose,
 //! Expand, Concat, Split, Slice (step 1), GatherElements, Resize (nearest, integer factors).
 //!
+//! Convolution gradients (the bulk of a train step's work) have equivalent formulations, chosen
+//! by [`super::RuleOptions`]: the input gradient of a stride-1 Conv is a Conv with transposed,
+//! flipped weights (ONNX Runtime's CPU ConvTranspose took 1.8–3× the time of a Conv of the same
+//! size in our profiles), that
+//! of a strided Conv a ConvTranspose with the `output_padding` that restores the input size; the
+//! weight gradient is one Gemm per kernel tap on the strided windows of the input (default), one
+//! Gemm on the stacked windows (im2col), or one Conv over batch-transposed tensors with the output
+//! gradient as a dilated kernel (grouped Convs always use the last).
+//!
 //! Guarantees:
 //! - A rule returns a gradient for every input it was asked for (`need`), shaped exactly like that
 //!   input (broadcasting is undone by summing over the broadcast axes).
@@ -372,7 +381,12 @@ fn conv_input_grad_stride1(
         wt
     };
     let flip = |k: usize, p: usize| (k - 1 - p) as i64;
-    let pads = [flip(kh, w.p[0]), flip(kw, w.p[1]), flip(kh, w.p[2]), flip(kw, w.p[3])];
+    let pads = [
+        flip(kh, w.p[0]),
+        flip(kw, w.p[1]),
+        flip(kh, w.p[2]),
+        flip(kw, w.p[3]),
+    ];
     t.emit(
         "Conv",
         &[dy, &wf],
@@ -435,7 +449,12 @@ fn node_vjp(
                     let xs = t.shape(&x)?;
                     let ys = t.shape(&y)?;
                     let op_ = output_padding(&w, &xs, &ys, node)?;
-                    t.emit("ConvTranspose", &[&dy, &ins[1]], &gx, conv_attrs(&w, Some(&op_)))?
+                    t.emit(
+                        "ConvTranspose",
+                        &[&dy, &ins[1]],
+                        &gx,
+                        conv_attrs(&w, Some(&op_)),
+                    )?
                 });
             }
             if n(1) {

@@ -357,7 +357,10 @@ fn optimisation_levels_agree() {
     for level in ["extended", "all"] {
         let out = t.path().join(level);
         let p = small_pipeline(t.path(), &images, &out, "");
-        let body = std::fs::read_to_string(&p).unwrap().replace("[embed]", &format!("[runtime]\noptimization = \"{level}\"\n[embed]"));
+        let body = std::fs::read_to_string(&p).unwrap().replace(
+            "[embed]",
+            &format!("[runtime]\noptimization = \"{level}\"\n[embed]"),
+        );
         std::fs::write(&p, body).unwrap();
         summary_json(&run_cli(&["run", "--json", "-q", p.to_str().unwrap()]));
         rows.push(read_features(&out));
@@ -365,7 +368,12 @@ fn optimisation_levels_agree() {
     assert_eq!(rows[0].len(), rows[1].len());
     for (a, b) in rows[0].iter().zip(&rows[1]) {
         assert_eq!(a.key, b.key);
-        let worst = a.embedding.iter().zip(&b.embedding).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let worst = a
+            .embedding
+            .iter()
+            .zip(&b.embedding)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "{}: levels differ by {worst}", a.key);
     }
 }

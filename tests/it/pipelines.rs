@@ -58,11 +58,21 @@ fn the_main_pipeline_runs_end_to_end_on_the_bundled_photos() {
 #[test]
 fn every_shipped_pretext_export_runs_on_the_bundled_photos() {
     photos_present();
-    for file in shipped().into_iter().filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("pretext-")) {
+    for file in shipped().into_iter().filter(|f| {
+        f.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("pretext-")
+    }) {
         let mut plan = sslpipe::config::load(&file).unwrap();
         let out = tempfile::tempdir().unwrap();
         plan.output.dir = out.path().to_path_buf();
-        let summary = pipeline::run(&plan, RunOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        assert!(summary.images.ok >= 10 && summary.images.failed == 0, "{}: {summary}", file.display());
+        let summary = pipeline::run(&plan, RunOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(
+            summary.images.ok >= 10 && summary.images.failed == 0,
+            "{}: {summary}",
+            file.display()
+        );
     }
 }

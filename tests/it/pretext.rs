@@ -7,7 +7,15 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::support::*;
 
-fn export_pipeline(dir: &Path, images: &Path, out: &Path, workers: usize, pretext: &str, size: u32, epochs: u64) -> std::path::PathBuf {
+fn export_pipeline(
+    dir: &Path,
+    images: &Path,
+    out: &Path,
+    workers: usize,
+    pretext: &str,
+    size: u32,
+    epochs: u64,
+) -> std::path::PathBuf {
     pipeline(
         dir,
         &format!("export-{workers}.toml"),
@@ -52,22 +60,47 @@ fn export_is_identical_with_1_and_8_workers_and_each_epoch_draws_anew() {
         let r = run_cli(&["run", "-q", "--json", p.to_str().unwrap()]);
         assert!(r.status.success(), "{}", text(&r.stderr));
         let s: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-        assert_eq!(s["images"]["ok"], 2 * good.len(), "two epochs of every good image");
+        assert_eq!(
+            s["images"]["ok"],
+            2 * good.len(),
+            "two epochs of every good image"
+        );
         assert_eq!(s["images"]["failed"], 2 * broken.len());
     }
     let (a, b) = (read_batches(&out1), read_batches(&out8));
     let rows = |v: &[RecordBatch]| v.iter().map(|b| b.num_rows()).sum::<usize>();
     assert_eq!(rows(&a), 2 * good.len());
-    assert_eq!(a, b, "same (seed, key, epoch) → identical tensors whatever the thread count");
+    assert_eq!(
+        a, b,
+        "same (seed, key, epoch) → identical tensors whatever the thread count"
+    );
 
     // The same image in epoch 0 and epoch 1: a new draw (jigsaw permutation and/or jitter).
     let all = arrow::compute::concat_batches(&a[0].schema(), &a).unwrap();
-    let keys = all.column_by_name("key").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-    let epochs = all.column_by_name("epoch").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap();
+    let keys = all
+        .column_by_name("key")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let epochs = all
+        .column_by_name("epoch")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .unwrap();
     let tiles = all.column_by_name("tiles").unwrap();
-    let i0 = (0..all.num_rows()).find(|&i| keys.value(i) == "a.jpg" && epochs.value(i) == 0).unwrap();
-    let i1 = (0..all.num_rows()).find(|&i| keys.value(i) == "a.jpg" && epochs.value(i) == 1).unwrap();
-    assert_ne!(tiles.slice(i0, 1).to_data(), tiles.slice(i1, 1).to_data(), "epoch is part of the per-sample seed");
+    let i0 = (0..all.num_rows())
+        .find(|&i| keys.value(i) == "a.jpg" && epochs.value(i) == 0)
+        .unwrap();
+    let i1 = (0..all.num_rows())
+        .find(|&i| keys.value(i) == "a.jpg" && epochs.value(i) == 1)
+        .unwrap();
+    assert_ne!(
+        tiles.slice(i0, 1).to_data(),
+        tiles.slice(i1, 1).to_data(),
+        "epoch is part of the per-sample seed"
+    );
 }
 
 #[test]
@@ -76,18 +109,38 @@ fn pyarrow_reads_the_pretext_tensors_with_their_shape_and_values() {
     let images = t.path().join("images");
     let (good, _) = mixed_folder(&images);
     let out = t.path().join("out");
-    let p = export_pipeline(t.path(), &images, &out, 2, "kind = \"rotation\"\nall_four = true", 32, 1);
-    assert!(run_cli(&["run", "-q", p.to_str().unwrap()]).status.success());
+    let p = export_pipeline(
+        t.path(),
+        &images,
+        &out,
+        2,
+        "kind = \"rotation\"\nall_four = true",
+        32,
+        1,
+    );
+    assert!(
+        run_cli(&["run", "-q", p.to_str().unwrap()])
+            .status
+            .success()
+    );
 
     // What the library says the first image's tensors are.
     let plan = sslpipe::config::load(&p).unwrap();
     let task = sslpipe::pretext::build(plan.pretext.as_ref().unwrap(), 32).unwrap();
     let mut decoder = sslpipe::decode::Decoder::new(plan.decode.clone());
     let mut rgb = Vec::new();
-    decoder.decode_into(&std::fs::read(images.join("a.jpg")).unwrap(), &mut rgb).unwrap();
-    let view = sslpipe::pretext::RgbView { width: 32, height: 32, pixels: &rgb };
+    decoder
+        .decode_into(&std::fs::read(images.join("a.jpg")).unwrap(), &mut rgb)
+        .unwrap();
+    let view = sslpipe::pretext::RgbView {
+        width: 32,
+        height: 32,
+        pixels: &rgb,
+    };
     let sample = task.make(view, &mut sslpipe::rng::Rng::for_sample(7, "a.jpg", 0));
-    let sslpipe::pretext::TensorData::U8(pixels) = &sample.inputs[0] else { panic!("rotation input is u8") };
+    let sslpipe::pretext::TensorData::U8(pixels) = &sample.inputs[0] else {
+        panic!("rotation input is u8")
+    };
     let expected_sum: u64 = pixels.iter().map(|&v| v as u64).sum();
 
     let script = format!(
@@ -108,14 +161,27 @@ print("shape", list(arr.shape), arr.dtype, "labels", labels[i].tolist(), "sum", 
     if !python.exists() {
         // The readers' venv is made by the check script; build it the same way.
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev/check_readers.sh");
-        let _ = std::process::Command::new("bash").arg(script).arg("/nonexistent").output();
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("/nonexistent")
+            .output();
     }
-    let r = std::process::Command::new(&python).arg("-c").arg(&script).output().expect("python from .deps/venv-readers");
+    let r = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python from .deps/venv-readers");
     assert!(r.status.success(), "{}", text(&r.stderr));
     let s = text(&r.stdout);
-    assert!(s.contains(&format!("shape [{}, 4, 3, 32, 32] uint8", good.len())), "{s}");
+    assert!(
+        s.contains(&format!("shape [{}, 4, 3, 32, 32] uint8", good.len())),
+        "{s}"
+    );
     assert!(s.contains("labels [0, 1, 2, 3]"), "{s}");
-    assert!(s.contains(&format!("sum {expected_sum}")), "values as the library made them: {s}");
+    assert!(
+        s.contains(&format!("sum {expected_sum}")),
+        "values as the library made them: {s}"
+    );
 }
 
 #[test]
@@ -126,20 +192,48 @@ fn preview_draws_one_row_per_sample_and_needs_a_pretext() {
     let out = t.path().join("out");
     let p = export_pipeline(t.path(), &images, &out, 2, "kind = \"inpaint\"", 64, 1);
     let png = t.path().join("sheet.png");
-    let r = run_cli(&["preview", p.to_str().unwrap(), "--out", png.to_str().unwrap(), "--count", "3"]);
+    let r = run_cli(&[
+        "preview",
+        p.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--count",
+        "3",
+    ]);
     assert!(r.status.success(), "{}", text(&r.stderr));
-    assert!(text(&r.stdout).contains("3 samples: a.jpg, b.png, deep16.png"), "{}", text(&r.stdout));
+    assert!(
+        text(&r.stdout).contains("3 samples: a.jpg, b.png, deep16.png"),
+        "{}",
+        text(&r.stdout)
+    );
     let sheet = image::open(&png).unwrap();
-    assert!(sheet.height() >= 3 * 64 && sheet.width() >= 2 * 64, "{}x{}", sheet.width(), sheet.height());
+    assert!(
+        sheet.height() >= 3 * 64 && sheet.width() >= 2 * 64,
+        "{}x{}",
+        sheet.width(),
+        sheet.height()
+    );
 
     let plain = pipeline(
         t.path(),
         "plain.toml",
-        &format!("[source]\nkind = \"dir\"\npath = \"images\"\n[output]\ndir = \"{}\"\n", out.display()),
+        &format!(
+            "[source]\nkind = \"dir\"\npath = \"images\"\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
     );
-    let r = run_cli(&["preview", plain.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    let r = run_cli(&[
+        "preview",
+        plain.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
     assert_eq!(r.status.code(), Some(1));
-    assert!(text(&r.stderr).contains("no [pretext] section"), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stderr).contains("no [pretext] section"),
+        "{}",
+        text(&r.stderr)
+    );
 }
 
 #[test]
@@ -147,9 +241,20 @@ fn a_pretext_that_does_not_fit_the_image_size_is_a_config_error() {
     let t = tempfile::tempdir().unwrap();
     let images = t.path().join("images");
     mixed_folder(&images);
-    let p = export_pipeline(t.path(), &images, &t.path().join("out"), 1, "kind = \"mask\"\npatch = 10", 96, 1);
+    let p = export_pipeline(
+        t.path(),
+        &images,
+        &t.path().join("out"),
+        1,
+        "kind = \"mask\"\npatch = 10",
+        96,
+        1,
+    );
     let r = run_cli(&["validate", p.to_str().unwrap()]);
     assert_eq!(r.status.code(), Some(2));
     let err = text(&r.stderr);
-    assert!(err.contains(":10: pretext:") && err.contains("patch"), "{err}");
+    assert!(
+        err.contains(":10: pretext:") && err.contains("patch"),
+        "{err}"
+    );
 }

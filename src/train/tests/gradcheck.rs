@@ -18,8 +18,9 @@
 //!   about 1e-5 relative; the tolerance is 1e-3 (see each test's printed figures).
 //! - Inputs of non-smooth ops (Relu, Abs, MaxPool) are kept at least 0.05 away from their kinks
 //!   (ties, zero) while ε·|v| ≤ 1e-4, so no probe crosses a kink.
-//! - Whole networks in float32 (BatchNorm + Relu + MaxPool + Conv) use ε = 1e-2 and 2e-2: there
-//!   a probe may cross a Relu kink, and float32 rounding through dozens of ops adds up.
+//! - The Conv rules are checked in each of their formulations ([`RuleOptions`]).
+//! - Whole networks (every input layout and head kind) are checked in `step_tests.rs`, in float32
+//!   with their kinks frozen, to 1e-2 (the reasoning is there).
 //!
 //! Every check prints its worst errors (`cargo test train::tests::gradcheck -- --nocapture`).
 
@@ -99,7 +100,15 @@ pub(super) fn check(
     opts: Opts,
     build: impl Fn(&mut Tape, &[String], &[String]) -> Result<String, TrainError>,
 ) -> Result<Report, Failure> {
-    check_with(label, precision, RuleOptions::default(), inputs, ints, opts, build)
+    check_with(
+        label,
+        precision,
+        RuleOptions::default(),
+        inputs,
+        ints,
+        opts,
+        build,
+    )
 }
 
 /// [`check`] with a choice of rule formulations.
@@ -571,10 +580,7 @@ fn pooling_rules() -> TestResult {
             },
         )?;
     }
-    let f32c = |label: &str,
-                x: In,
-                build: &Builder<'_>|
-     -> TestResult {
+    let f32c = |label: &str, x: In, build: &Builder<'_>| -> TestResult {
         check(
             label,
             Precision::F32,
@@ -653,23 +659,41 @@ fn conv_case(
     // Both formulations of the Conv rules: the default (stride-1 input gradient as a Conv with
     // flipped weights, weight gradient by im2col + Gemm) and the alternative (ConvTranspose,
     // dilated Conv over batch-transposed tensors).
-    let alt = RuleOptions { conv_dx_as_conv: false, conv_dw: WeightGrad::DilatedConv };
-    let im2col = RuleOptions { conv_dw: WeightGrad::Im2col, ..RuleOptions::default() };
-    for (rules, tag) in [(RuleOptions::default(), ""), (im2col, " [im2col]"), (alt, " [alt rules]")] {
-        check_with(&format!("{label}{tag}"), Precision::F32, rules, &ins, &[], Opts::f32_linear(), |t, n, _| {
-            let refs: Vec<&str> = n.iter().map(|s| s.as_str()).collect();
-            t.node(
-                "Conv",
-                &refs,
-                "y",
-                vec![
-                    attr_ints("kernel_shape", &[w[2] as i64, w[3] as i64]),
-                    attr_ints("strides", &[stride, stride]),
-                    attr_ints("pads", &[pad, pad, pad, pad]),
-                    attr_int("group", group),
-                ],
-            )
-        })?;
+    let alt = RuleOptions {
+        conv_dx_as_conv: false,
+        conv_dw: WeightGrad::DilatedConv,
+    };
+    let im2col = RuleOptions {
+        conv_dw: WeightGrad::Im2col,
+        ..RuleOptions::default()
+    };
+    for (rules, tag) in [
+        (RuleOptions::default(), ""),
+        (im2col, " [im2col]"),
+        (alt, " [alt rules]"),
+    ] {
+        check_with(
+            &format!("{label}{tag}"),
+            Precision::F32,
+            rules,
+            &ins,
+            &[],
+            Opts::f32_linear(),
+            |t, n, _| {
+                let refs: Vec<&str> = n.iter().map(|s| s.as_str()).collect();
+                t.node(
+                    "Conv",
+                    &refs,
+                    "y",
+                    vec![
+                        attr_ints("kernel_shape", &[w[2] as i64, w[3] as i64]),
+                        attr_ints("strides", &[stride, stride]),
+                        attr_ints("pads", &[pad, pad, pad, pad]),
+                        attr_int("group", group),
+                    ],
+                )
+            },
+        )?;
     }
     Ok(())
 }
@@ -730,29 +754,32 @@ fn convolution_rules() -> TestResult {
             inp("w", &[4, 3, 3, 3], uniform(108, -1.0, 1.0, 5)),
             inp("b", &[3], uniform(3, -1.0, 1.0, 6)),
         ];
-        let dilated = RuleOptions { conv_dw: WeightGrad::DilatedConv, ..RuleOptions::default() };
+        let dilated = RuleOptions {
+            conv_dw: WeightGrad::DilatedConv,
+            ..RuleOptions::default()
+        };
         for (rules, tag) in [(RuleOptions::default(), ""), (dilated, " [dilated]")] {
-        check_with(
-            &format!("{label}{tag}"),
-            Precision::F32,
-            rules,
-            &ins,
-            &[],
-            Opts::f32_linear(),
-            |t, n, _| {
-                t.node(
-                    "ConvTranspose",
-                    &[&n[0], &n[1], &n[2]],
-                    "y",
-                    vec![
-                        attr_ints("kernel_shape", &[3, 3]),
-                        attr_ints("strides", &[s, s]),
-                        attr_ints("pads", &[p, p, p, p]),
-                        attr_ints("output_padding", &[op, op]),
-                    ],
-                )
-            },
-        )?;
+            check_with(
+                &format!("{label}{tag}"),
+                Precision::F32,
+                rules,
+                &ins,
+                &[],
+                Opts::f32_linear(),
+                |t, n, _| {
+                    t.node(
+                        "ConvTranspose",
+                        &[&n[0], &n[1], &n[2]],
+                        "y",
+                        vec![
+                            attr_ints("kernel_shape", &[3, 3]),
+                            attr_ints("strides", &[s, s]),
+                            attr_ints("pads", &[p, p, p, p]),
+                            attr_ints("output_padding", &[op, op]),
+                        ],
+                    )
+                },
+            )?;
         }
     }
     check(

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::{Host, TestResult, fail, normal, run, session, uniform};
+use crate::model::onnx::tensor_proto::DataType;
 use crate::model::{EncoderSpec, ParamSet};
 use crate::rng::Rng;
 use crate::train::net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
@@ -111,19 +112,180 @@ fn param_feed(sig: &Signature, params: &ParamSet) -> Vec<(String, Vec<usize>, Ho
         .collect()
 }
 
-/// Directional finite-difference check of every trainable tensor of a network (float32).
+/// The kinks of a network (Relu, Abs, MaxPool's argmax) frozen at a base point, so finite
+/// differences see a smooth function with the same gradient there.
+///
+/// `probe` is the graph with extra outputs (each Relu's output, each Abs's input, each MaxPool's
+/// indices); `frozen` replaces Relu(z) by z·m and Abs(d) by d·s with m, s new inputs, and MaxPool
+/// by a Gather of its input at given indices. Fed the masks/signs/indices the probe saw at the base
+/// point, `frozen` equals the network there and has the same derivatives, and it stays smooth
+/// under the probes of a finite-difference check (no kink is ever crossed).
+struct Frozen {
+    probe: Vec<u8>,
+    frozen: Vec<u8>,
+    /// (new input of `frozen`, probe output it is derived from, kind)
+    kinks: Vec<(String, String, &'static str)>,
+}
+
+fn freeze_kinks(bytes: &[u8]) -> Result<Frozen, super::Failure> {
+    use crate::model::graph::{attr_int as ai, attr_tensor, tensor_i64};
+    use crate::model::onnx::{NodeProto, TypeProto, ValueInfoProto, decode_model, type_proto};
+    use prost::Message;
+    let vi = |name: &str, t: DataType| ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(t as i32),
+                shape: None,
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str,
+                i: Vec<String>,
+                o: Vec<String>,
+                a: Vec<crate::model::onnx::AttributeProto>| NodeProto {
+        name: Some(format!("{}/{op}", o[0])),
+        op_type: Some(op.to_string()),
+        input: i,
+        output: o,
+        attribute: a,
+        ..Default::default()
+    };
+    let model = decode_model(bytes).map_err(|e| fail(e.to_string()))?;
+    let graph = model.graph.clone().ok_or_else(|| fail("no graph"))?;
+    let mut probe = model.clone();
+    let mut frozen = model.clone();
+    let pg = probe.graph.as_mut().ok_or_else(|| fail("no graph"))?;
+    let fg = frozen.graph.as_mut().ok_or_else(|| fail("no graph"))?;
+    fg.node.clear();
+    let mut kinks = Vec::new();
+    for n in &graph.node {
+        let op = n.op_type.as_deref().unwrap_or("");
+        let k = format!("kink.{}", kinks.len());
+        match op {
+            "Relu" | "Abs" => {
+                let seen = if op == "Relu" {
+                    n.output[0].clone()
+                } else {
+                    n.input[0].clone()
+                };
+                pg.output.push(vi(&seen, DataType::Float));
+                fg.input.push(vi(&k, DataType::Float));
+                fg.node.push(node(
+                    "Mul",
+                    vec![n.input[0].clone(), k.clone()],
+                    n.output.clone(),
+                    vec![],
+                ));
+                kinks.push((k, seen, if op == "Relu" { "relu" } else { "abs" }));
+            }
+            "MaxPool" => {
+                let idx = n
+                    .output
+                    .get(1)
+                    .cloned()
+                    .ok_or_else(|| fail("MaxPool without indices"))?;
+                pg.output.push(vi(&idx, DataType::Int64));
+                fg.input.push(vi(&k, DataType::Int64));
+                let minus1 = tensor_i64("", &[1], &[-1]).map_err(|e| fail(e.to_string()))?;
+                let c = format!("{k}.flat_shape");
+                fg.node.push(node(
+                    "Constant",
+                    vec![],
+                    vec![c.clone()],
+                    vec![attr_tensor("value", minus1)],
+                ));
+                fg.node.push(node(
+                    "Reshape",
+                    vec![n.input[0].clone(), c.clone()],
+                    vec![format!("{k}.x")],
+                    vec![],
+                ));
+                fg.node.push(node(
+                    "Reshape",
+                    vec![k.clone(), c],
+                    vec![format!("{k}.i")],
+                    vec![],
+                ));
+                fg.node.push(node(
+                    "Gather",
+                    vec![format!("{k}.x"), format!("{k}.i")],
+                    vec![format!("{k}.y")],
+                    vec![ai("axis", 0)],
+                ));
+                fg.node.push(node(
+                    "Shape",
+                    vec![k.clone()],
+                    vec![format!("{k}.shape")],
+                    vec![],
+                ));
+                fg.node.push(node(
+                    "Reshape",
+                    vec![format!("{k}.y"), format!("{k}.shape")],
+                    vec![n.output[0].clone()],
+                    vec![],
+                ));
+                fg.node
+                    .push(node("Identity", vec![k.clone()], vec![idx], vec![]));
+                kinks.push((k, n.output[1].clone(), "maxpool"));
+            }
+            _ => fg.node.push(n.clone()),
+        }
+    }
+    Ok(Frozen {
+        probe: probe.encode_to_vec(),
+        frozen: frozen.encode_to_vec(),
+        kinks,
+    })
+}
+
+/// Directional finite-difference check of every trainable tensor of a network (float32), on the
+/// network with its kinks frozen at the base point (see [`Frozen`]).
 fn net_check(label: &str, spec: TrainSpec, eps: f64, tol: f64) -> TestResult {
     let net = Network::new(spec)?;
     let gg = net.gradient_graph(Precision::F32)?;
     let sig = &gg.signature;
     let params = perturbed(&net, 3)?;
     let batch = batch_for(&net, sig, 4);
-    let mut s = session(&gg.onnx)?;
+    let fz = freeze_kinks(&gg.onnx)?;
     let mut feed = param_feed(sig, &params);
     feed.extend(batch);
-    let base = run(&mut s, &feed)?;
-    let l0 = base[LOSS_OUTPUT].1[0].abs().max(1.0);
+    let base = run(&mut session(&fz.probe)?, &feed)?;
+    let mut frozen_feed = feed.clone();
+    for (input, seen, kind) in &fz.kinks {
+        let (shape, v) = &base[seen];
+        let data = match *kind {
+            "relu" => Host::F32(v.iter().map(|&y| if y > 0.0 { 1.0 } else { 0.0 }).collect()),
+            "abs" => Host::F32(
+                v.iter()
+                    .map(|&d| {
+                        if d > 0.0 {
+                            1.0
+                        } else if d < 0.0 {
+                            -1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+            ),
+            _ => Host::I64(v.iter().map(|&i| i as i64).collect()),
+        };
+        frozen_feed.push((input.clone(), shape.clone(), data));
+    }
+    let mut s = session(&fz.frozen)?;
+    let l0 = base[LOSS_OUTPUT].1[0];
+    let lf = run(&mut s, &frozen_feed)?[LOSS_OUTPUT].1[0];
+    if (lf - l0).abs() > 1e-6 * l0.abs().max(1.0) {
+        return Err(fail(format!(
+            "{label}: the frozen network gives loss {lf}, the network {l0}"
+        )));
+    }
+    let l0 = l0.abs().max(1.0);
     let mut worst = 0f64;
+    let mut worst_name = String::new();
     let mut checked = 0;
     for (k, p) in sig.params.iter().enumerate().filter(|(_, p)| p.trainable) {
         let g = &base[&gradient_name(&p.name)].1;
@@ -131,20 +293,35 @@ fn net_check(label: &str, spec: TrainSpec, eps: f64, tol: f64) -> TestResult {
             Host::F32(v) => v.clone(),
             _ => return Err(fail("param feed is not f32")),
         };
-        let v = normal(x.len(), 40 + k as u64);
+        // A random direction plus the gradient's own direction at the same length: a random
+        // direction alone sees only ~1/√n of the gradient, which float32 noise would swamp.
+        let r = normal(x.len(), 40 + k as u64);
         let gn = g.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let rn = r.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let v: Vec<f64> = r
+            .iter()
+            .zip(g)
+            .map(|(r, g)| r + if gn > 0.0 { g * rn / gn } else { 0.0 })
+            .collect();
         let vn = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-        let mut at = |sign: f64| -> Result<f64, super::Failure> {
-            let mut f = feed.clone();
+        // The probe moves the tensor by ε of its own size (at least 0.1 per element's RMS).
+        let xn = x.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+        let eps = eps * xn.max(0.1 * (x.len() as f64).sqrt()) / vn;
+        let mut at = |step: f64| -> Result<f64, super::Failure> {
+            let mut f = frozen_feed.clone();
             f[k].2 = Host::F32(
                 x.iter()
                     .zip(&v)
-                    .map(|(a, d)| (f64::from(*a) + sign * eps * d) as f32)
+                    .map(|(a, d)| (f64::from(*a) + step * d) as f32)
                     .collect(),
             );
             Ok(run(&mut s, &f)?[LOSS_OUTPUT].1[0])
         };
-        let fd = (at(1.0)? - at(-1.0)?) / (2.0 * eps);
+        // Central differences at ε and ε/2, combined by Richardson extrapolation: the O(ε²)
+        // truncation term cancels.
+        let d1 = (at(eps)? - at(-eps)?) / (2.0 * eps);
+        let d2 = (at(eps / 2.0)? - at(-eps / 2.0)?) / eps;
+        let fd = (4.0 * d2 - d1) / 3.0;
         let an: f64 = g.iter().zip(&v).map(|(a, b)| a * b).sum();
         // Floors: 1 % of the largest possible directional derivative, and float32 rounding of the
         // loss (1e-6·|L|) divided by the probe step, for gradients that are zero in exact terms.
@@ -152,8 +329,11 @@ fn net_check(label: &str, spec: TrainSpec, eps: f64, tol: f64) -> TestResult {
             / an.abs()
                 .max(fd.abs())
                 .max(1e-2 * gn * vn)
-                .max(1e-6 * l0 / eps);
-        worst = worst.max(rel);
+                .max(2e-6 * l0 / eps);
+        if rel > worst {
+            worst = worst.max(rel);
+            worst_name = p.name.clone();
+        }
         checked += 1;
         if rel > tol {
             return Err(fail(format!(
@@ -163,19 +343,22 @@ fn net_check(label: &str, spec: TrainSpec, eps: f64, tol: f64) -> TestResult {
         }
     }
     eprintln!(
-        "network gradcheck {label:<44} {checked:>3} tensors, worst directional relative error {worst:.1e}"
+        "network gradcheck {label:<44} {checked:>3} tensors, {} kinks frozen, worst directional relative error {worst:.1e} ({worst_name})",
+        fz.kinks.len()
     );
     Ok(())
 }
 
-/// Probe step and tolerance of the whole-network checks. Float32 rounding of the loss (≈1e-7·L)
-/// limits how small the step can be, and Relu/MaxPool kinks crossed by a probe add an error that
-/// shrinks with the step: the worst relative errors seen were 1.2 at ε = 1e-2, 0.9 at 1e-3 and
-/// 0.05 at 3e-4 (at 1e-4 rounding dominates). A wiring mistake (a gradient not flowing through a
-/// reshape, a missing contribution of a shared encoder) gives errors of order 1 at every ε, so
-/// 0.1 at 3e-4 separates the two. Each rule is checked precisely in `gradcheck`.
-const NET_EPS: f64 = 3e-4;
-const NET_TOL: f64 = 0.1;
+/// Probe size and tolerance of the whole-network checks (float32). With the kinks frozen the
+/// loss is smooth along every probe; each probe moves a tensor by 1 % of its norm, along a random
+/// direction plus the gradient's own direction, and two central differences (ε, ε/2) are
+/// combined by Richardson extrapolation, so truncation error is O(ε⁴). What remains is float32
+/// rounding of the loss (≈ 1e-6·L through the whole network) divided by the probe: the worst
+/// relative errors seen were 1.3e-3 … 2.5e-3 at 1 % (BatchNorm biases, whose gradients are
+/// smallest), 2e-2 at 0.3 % and 4e-2 at 0.1 % (noise-dominated). Without freezing the kinks,
+/// crossed Relu/MaxPool kinks gave errors up to 1.2. A wiring mistake gives errors of order 1.
+const NET_EPS: f64 = 1e-2;
+const NET_TOL: f64 = 1e-2;
 
 fn spec(
     input: InputLayout,
@@ -719,7 +902,14 @@ fn graph_optimisation_levels_agree() -> TestResult {
     // FACTS.md records wrong outputs at level `All` for weights given as initializers; a train
     // step's parameters are graph inputs, and every level must compute the same update.
     use crate::runtime::{Optimization, SessionSettings, environment, session_from_bytes};
-    let mut sp = spec(InputLayout::Images, Tap::Embedding, vec![linear(4)], Loss::CrossEntropy, 8, 16);
+    let mut sp = spec(
+        InputLayout::Images,
+        Tap::Embedding,
+        vec![linear(4)],
+        Loss::CrossEntropy,
+        8,
+        16,
+    );
     sp.optimizer = Optimizer::adamw(0.01);
     let net = Network::new(sp)?;
     let ts = net.train_step()?;
@@ -727,14 +917,25 @@ fn graph_optimisation_levels_agree() -> TestResult {
     let batch = batch_for(&net, &ts.signature, 12);
     let mut feed = param_feed(&ts.signature, &params);
     for s in &ts.signature.state {
-        feed.push((s.name.clone(), s.shape.clone(), Host::F32(vec![0.0; s.numel()])));
+        feed.push((
+            s.name.clone(),
+            s.shape.clone(),
+            Host::F32(vec![0.0; s.numel()]),
+        ));
     }
     feed.extend(batch);
     feed.push((LR_INPUT.into(), vec![], Host::F32(vec![0.01])));
     feed.push((STEP_INPUT.into(), vec![], Host::I64(vec![0])));
     let mut results = Vec::new();
-    for level in [Optimization::Disable, Optimization::Extended, Optimization::All] {
-        let settings = SessionSettings { optimization: level, ..SessionSettings::default() };
+    for level in [
+        Optimization::Disable,
+        Optimization::Extended,
+        Optimization::All,
+    ] {
+        let settings = SessionSettings {
+            optimization: level,
+            ..SessionSettings::default()
+        };
         let mut s = session_from_bytes(environment(None)?, &settings, &ts.onnx)?;
         results.push((level, run(&mut s, &feed)?));
     }
@@ -742,12 +943,104 @@ fn graph_optimisation_levels_agree() -> TestResult {
     for (level, out) in &results[1..] {
         for (name, (_, v)) in base {
             let w = &out[name].1;
-            let err = v.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+            let err = v
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f64, f64::max);
             let scale = v.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
             if err > 1e-4 * scale {
-                return Err(fail(format!("{level:?}: output {name} differs from level Disable by {err:.2e}")));
+                return Err(fail(format!(
+                    "{level:?}: output {name} differs from level Disable by {err:.2e}"
+                )));
             }
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn exported_forward_graphs_run_for_every_head_kind() -> TestResult {
+    let specs = [
+        spec(
+            InputLayout::Images,
+            Tap::Embedding,
+            vec![linear(4)],
+            Loss::CrossEntropy,
+            4,
+            16,
+        ),
+        spec(
+            InputLayout::Tiles { count: 3 },
+            Tap::Embedding,
+            vec![linear(8), HeadLayer::Relu, linear(5)],
+            Loss::CrossEntropy,
+            3,
+            8,
+        ),
+        spec(
+            InputLayout::Views { count: 2 },
+            Tap::Embedding,
+            vec![linear(8), HeadLayer::BatchNorm, HeadLayer::Relu, linear(4)],
+            Loss::NtXent { temperature: 0.5 },
+            4,
+            8,
+        ),
+        spec(
+            InputLayout::Images,
+            Tap::FeatureMap,
+            vec![
+                HeadLayer::ConvTranspose {
+                    out_channels: 6,
+                    kernel: 4,
+                    stride: 2,
+                    padding: 1,
+                    output_padding: 0,
+                    bias: true,
+                },
+                HeadLayer::BatchNorm,
+                HeadLayer::Relu,
+                HeadLayer::Upsample { scale: 2 },
+                HeadLayer::Conv {
+                    out_channels: 2,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    groups: 1,
+                    bias: true,
+                },
+                HeadLayer::AvgPool {
+                    kernel: 2,
+                    stride: 2,
+                },
+                HeadLayer::Sigmoid,
+            ],
+            Loss::MaskedL2 { mask_shape: None },
+            3,
+            16,
+        ),
+    ];
+    for sp in specs {
+        let net = Network::new(sp)?;
+        let params = perturbed(&net, 2)?;
+        let fwd = net.forward_onnx(&params)?;
+        let mut s = session(&fwd)?;
+        // Any batch size: the exported graph's batch dimension is symbolic.
+        let mut shape = net.images_shape().to_vec();
+        shape[0] = 2;
+        let n = shape.iter().product();
+        let out = run(
+            &mut s,
+            &[("images".into(), shape.clone(), Host::F32(vec![0.25; n]))],
+        )?;
+        let (pshape, values) = &out["prediction"];
+        let rows = match net.spec().input {
+            InputLayout::Views { count } => 2 * count,
+            _ => 2,
+        };
+        assert_eq!(pshape[0], rows, "{:?}", net.spec().input);
+        assert_eq!(&pshape[1..], &net.prediction_shape()[1..]);
+        assert!(values.iter().all(|v| v.is_finite()));
     }
     Ok(())
 }
