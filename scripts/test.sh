@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/dev/readers-venv.sh   # pyarrow, DuckDB, polars: the tests read our files with them
 cargo test --benches --examples
 cargo test --lib --bins --tests "$@"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Checks a feature folder with pyarrow, DuckDB and polars (installed into .deps/venv-readers once).
+# Checks a feature folder with pyarrow, DuckDB and polars (their venv is made once by readers-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-venv=.deps/venv-readers
-[ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q numpy pyarrow duckdb polars; }
-"$venv/bin/python" scripts/dev/check_readers.py "$@"
+bash scripts/dev/readers-venv.sh
+.deps/venv-readers/bin/python scripts/dev/check_readers.py "$@"

@@ -108,7 +108,11 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
     match load_encoder(plan) {
         Ok(_) => Ok(()),
         Err(PipelineError::Runtime(e)) => {
-            Err(ConfigErrors(vec![problem("runtime", e.to_string())]))
+            let field = match e {
+                crate::runtime::RuntimeError::CudaUnavailable { .. } => "runtime.device",
+                _ => "runtime",
+            };
+            Err(ConfigErrors(vec![problem(field, e.to_string())]))
         }
         Err(e @ (PipelineError::ModelSignature { .. } | PipelineError::Model(_))) => {
             let field = if matches!(plan.model, ModelSpec::Onnx { .. }) {

@@ -156,3 +156,33 @@ fn inspect_shows_schema_metadata_and_rows() {
     assert!(s.contains("row 1:") && !s.contains("row 2:"), "{s}");
     assert!(s.contains("total rows: 15"), "{s}");
 }
+
+/// Asking for CUDA where it cannot load is an error naming the field, never a silent CPU run.
+#[test]
+fn cuda_without_its_provider_is_refused_not_run_on_the_cpu() {
+    let t = tempfile::tempdir().unwrap();
+    mixed_folder(&t.path().join("images"));
+    let out = t.path().join("out");
+    let p = pipeline(
+        t.path(),
+        "p.toml",
+        &format!(
+            "[source]\nkind = \"dir\"\npath = \"images\"\n[runtime]\ndevice = \"cuda\"\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let v = run_cli(&["validate", p.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(2));
+    assert!(
+        text(&v.stderr)
+            .contains("p.toml:5: runtime.device: the CUDA execution provider could not be used"),
+        "{}",
+        text(&v.stderr)
+    );
+    let r = run_cli(&["run", "-q", p.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        !out.join("part-00000.parquet").exists(),
+        "nothing was computed on the CPU instead"
+    );
+}

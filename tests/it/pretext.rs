@@ -67,6 +67,13 @@ fn export_is_identical_with_1_and_8_workers_and_each_epoch_draws_anew() {
         );
         assert_eq!(s["images"]["failed"], 2 * broken.len());
     }
+    let perms =
+        sslpipe::pretext::jigsaw::PermutationSet::load(&out1.join("permutations.json")).unwrap();
+    assert_eq!(
+        perms.len(),
+        10,
+        "the permutation set the labels index is written beside the data"
+    );
     let (a, b) = (read_batches(&out1), read_batches(&out8));
     let rows = |v: &[RecordBatch]| v.iter().map(|b| b.num_rows()).sum::<usize>();
     assert_eq!(rows(&a), 2 * good.len());
