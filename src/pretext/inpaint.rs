@@ -389,19 +389,7 @@ impl PretextTask for Inpaint {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn test_image(s: usize) -> Vec<u8> {
-        let mut r = Rng::new(s as u64 + 300);
-        (0..s * s * 3).map(|_| r.next_u32() as u8).collect()
-    }
-
-    fn view(s: usize, px: &[u8]) -> RgbView<'_> {
-        RgbView {
-            width: s,
-            height: s,
-            pixels: px,
-        }
-    }
+    use crate::pretext::test_support::{noise_image, view};
 
     fn parts(out: &PretextSample) -> (&[u8], &[u8], &[f32]) {
         match (&out.inputs[0], &out.targets[0], &out.targets[1]) {
@@ -457,7 +445,7 @@ mod tests {
     #[test]
     fn center_hole_is_exact() {
         for s in [32, 64, 96, 128] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 300);
             let task = InpaintConfig::default().build(s).unwrap();
             let out = task.make(view(s, &img), &mut Rng::new(1));
             let mask = task.mask(&mut Rng::new(0));
@@ -484,7 +472,7 @@ mod tests {
     #[test]
     fn random_squares_cover_the_union_of_the_drawn_squares() {
         let s = 48;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 300);
         let cfg = InpaintConfig {
             mask: MaskKind::RandomSquares,
             ..InpaintConfig::default()
@@ -515,7 +503,7 @@ mod tests {
     #[test]
     fn random_region_has_the_exact_area() {
         for (s, frac) in [(32, 0.25f32), (40, 0.1), (64, 0.5)] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 300);
             let task = InpaintConfig {
                 mask: MaskKind::RandomRegion,
                 region_fraction: frac,
@@ -559,7 +547,7 @@ mod tests {
     #[test]
     fn same_rng_same_sample_other_epoch_other_draw() {
         let s = 64;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 300);
         for mask in [MaskKind::RandomSquares, MaskKind::RandomRegion] {
             let task = InpaintConfig {
                 mask,
@@ -576,7 +564,7 @@ mod tests {
     #[test]
     fn all_sizes_run_and_sizes_that_do_not_fit_are_refused() {
         for s in [32, 64, 96, 255] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 300);
             for mask in [
                 MaskKind::Center,
                 MaskKind::RandomSquares,

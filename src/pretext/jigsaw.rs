@@ -722,19 +722,7 @@ impl PretextTask for Jigsaw {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn test_image(s: usize) -> Vec<u8> {
-        let mut r = Rng::new(s as u64 + 100);
-        (0..s * s * 3).map(|_| r.next_u32() as u8).collect()
-    }
-
-    fn view(s: usize, px: &[u8]) -> RgbView<'_> {
-        RgbView {
-            width: s,
-            height: s,
-            pixels: px,
-        }
-    }
+    use crate::pretext::test_support::{noise_image, view};
 
     fn small(grid: usize, permutations: usize) -> JigsawConfig {
         JigsawConfig {
@@ -872,7 +860,7 @@ mod tests {
     #[test]
     fn reassembling_by_the_inverse_permutation_gives_back_the_crop() {
         for (s, grid) in [(32, 2), (64, 3), (96, 4)] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 100);
             let cell = s / grid;
             let task = JigsawConfig {
                 tile: Some(cell),
@@ -912,7 +900,7 @@ mod tests {
     #[test]
     fn tiles_are_normalised_and_make_matches_cut_tiles() {
         let s = 96;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 100);
         let task = JigsawConfig {
             grayscale_prob: 1.0,
             ..small(3, 10)
@@ -962,7 +950,7 @@ mod tests {
     #[test]
     fn same_rng_same_sample_other_epoch_other_draw() {
         let s = 96;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 100);
         let task = JigsawConfig::default().build(s).unwrap();
         let a = task.make(view(s, &img), &mut Rng::for_sample(3, "x.jpg", 0));
         let b = task.make(view(s, &img), &mut Rng::for_sample(3, "x.jpg", 0));
@@ -1075,7 +1063,7 @@ mod tests {
     #[test]
     fn all_sizes_run_and_sizes_that_do_not_fit_are_refused() {
         for s in [32, 64, 96, 255] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 100);
             for grid in [2, 3, 4] {
                 let task = small(grid, 20).build(s).unwrap();
                 let out = task.make(view(s, &img), &mut Rng::new(s as u64));

@@ -250,19 +250,7 @@ impl PretextTask for Mask {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn test_image(s: usize) -> Vec<u8> {
-        let mut r = Rng::new(s as u64 + 400);
-        (0..s * s * 3).map(|_| r.next_u32() as u8).collect()
-    }
-
-    fn view(s: usize, px: &[u8]) -> RgbView<'_> {
-        RgbView {
-            width: s,
-            height: s,
-            pixels: px,
-        }
-    }
+    use crate::pretext::test_support::{noise_image, view};
 
     #[test]
     fn exactly_the_requested_ratio_is_hidden_and_targets_are_the_original() {
@@ -272,7 +260,7 @@ mod tests {
             (64, 8, 0.5, 32),
             (96, 32, 0.1, 1),
         ] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 400);
             let task = MaskConfig { patch, ratio }.build(s).unwrap();
             assert_eq!(task.count(), want);
             let g = s / patch;
@@ -334,7 +322,7 @@ mod tests {
     #[test]
     fn same_rng_same_sample_other_epoch_other_draw() {
         let s = 64;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 400);
         let task = MaskConfig::default().build(s).unwrap();
         let a = task.make(view(s, &img), &mut Rng::for_sample(8, "k", 0));
         assert_eq!(a, task.make(view(s, &img), &mut Rng::for_sample(8, "k", 0)));
@@ -344,7 +332,7 @@ mod tests {
     #[test]
     fn all_sizes_run_and_sizes_that_do_not_fit_are_refused() {
         for (s, patch) in [(32, 16), (64, 16), (96, 16), (255, 15), (255, 17)] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 400);
             let task = MaskConfig {
                 patch,
                 ..Default::default()

@@ -21,6 +21,8 @@ pub mod lab;
 pub mod mask;
 pub mod relpatch;
 pub mod rotation;
+#[cfg(test)]
+mod test_support;
 pub mod views;
 
 use serde::{Deserialize, Serialize};

@@ -324,19 +324,7 @@ impl PretextTask for RelPatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn test_image(s: usize) -> Vec<u8> {
-        let mut r = Rng::new(s as u64 + 200);
-        (0..s * s * 3).map(|_| r.next_u32() as u8).collect()
-    }
-
-    fn view(s: usize, px: &[u8]) -> RgbView<'_> {
-        RgbView {
-            width: s,
-            height: s,
-            pixels: px,
-        }
-    }
+    use crate::pretext::test_support::{noise_image, view};
 
     #[test]
     fn defaults_follow_the_paper_proportions_and_fit() {
@@ -353,7 +341,7 @@ mod tests {
     #[test]
     fn patches_come_from_the_drawn_slots() {
         let s = 96;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 200);
         let task = RelPatchConfig::default().build(s).unwrap();
         let (p, g, j) = task.geometry();
         let mut seen = [false; 8];
@@ -399,7 +387,7 @@ mod tests {
     #[test]
     fn same_rng_same_sample_other_epoch_other_draw() {
         let s = 64;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64 + 200);
         let task = RelPatchConfig::default().build(s).unwrap();
         let a = task.make(view(s, &img), &mut Rng::for_sample(2, "k", 0));
         assert_eq!(a, task.make(view(s, &img), &mut Rng::for_sample(2, "k", 0)));
@@ -409,7 +397,7 @@ mod tests {
     #[test]
     fn all_sizes_run_and_sizes_that_do_not_fit_are_refused() {
         for s in [32, 64, 96, 255] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64 + 200);
             let task = RelPatchConfig::default().build(s).unwrap();
             let out = task.make(view(s, &img), &mut Rng::new(1));
             let sig = task.signature();

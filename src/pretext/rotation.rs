@@ -222,21 +222,9 @@ impl PretextTask for Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pretext::test_support::{noise_image, view};
 
     /// A deterministic image in which every pixel differs from its neighbours and channels differ.
-    pub(crate) fn test_image(s: usize) -> Vec<u8> {
-        let mut r = Rng::new(s as u64);
-        (0..s * s * 3).map(|_| r.next_u32() as u8).collect()
-    }
-
-    fn view(s: usize, px: &[u8]) -> RgbView<'_> {
-        RgbView {
-            width: s,
-            height: s,
-            pixels: px,
-        }
-    }
-
     fn u8_data(t: &TensorData) -> &[u8] {
         match t {
             TensorData::U8(v) => v,
@@ -247,7 +235,7 @@ mod tests {
     #[test]
     fn four_turns_give_back_the_original() {
         for s in [1, 2, 7, 32] {
-            let img = test_image(s);
+            let img = noise_image(s, s as u64);
             let plane = &img[..s * s];
             let mut a = plane.to_vec();
             let mut b = vec![0; s * s];
@@ -273,7 +261,7 @@ mod tests {
     #[test]
     fn labels_match_the_applied_turn() {
         let s = 5;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64);
         let task = RotationConfig::default().build(s).unwrap();
         let out = task.make(view(s, &img), &mut Rng::new(0));
         assert_eq!(out.targets, vec![TensorData::I64(vec![0, 1, 2, 3])]);
@@ -315,7 +303,7 @@ mod tests {
     #[test]
     fn deterministic_and_epoch_dependent() {
         let s = 32;
-        let img = test_image(s);
+        let img = noise_image(s, s as u64);
         let one = RotationConfig { all_four: false }.build(s).unwrap();
         let a = one.make(view(s, &img), &mut Rng::for_sample(1, "k", 0));
         let b = one.make(view(s, &img), &mut Rng::for_sample(1, "k", 0));
@@ -336,7 +324,7 @@ mod tests {
         assert!(RotationConfig::default().build(0).is_err());
         for all_four in [true, false] {
             for s in [1, 32, 64, 96, 255] {
-                let img = test_image(s);
+                let img = noise_image(s, s as u64);
                 let task = RotationConfig { all_four }.build(s).unwrap();
                 let out = task.make(view(s, &img), &mut Rng::new(3));
                 let sig = task.signature();
