@@ -377,3 +377,73 @@ fn optimisation_levels_agree() {
         assert!(worst < 1e-4, "{}: levels differ by {worst}", a.key);
     }
 }
+
+/// A second Ctrl-C aborts at once: nothing is published, unfinished output stays `.tmp`.
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_aborts_and_leaves_only_tmp_files() {
+    let t = tempfile::tempdir().unwrap();
+    let (images, out) = (t.path().join("images"), t.path().join("out"));
+    std::fs::create_dir_all(&images).unwrap();
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    synthetic(320, 240, 2)
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .unwrap();
+    for i in 0..3000 {
+        std::fs::write(images.join(format!("{i:05}.jpg")), jpeg.get_ref()).unwrap();
+    }
+    // Large working size and batch: draining after the first Ctrl-C takes long enough to press again.
+    let p = pipeline(
+        t.path(),
+        "slow.toml",
+        &format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 224\n[embed]\nbatch_size = 64\n[output]\ndir = \"{}\"\nrow_group_rows = 64\n",
+            images.display(),
+            out.display()
+        ),
+    );
+    let child = sslpipe()
+        .args(["run", "-q", p.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !out.join("part-00000.parquet.tmp").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(
+        result.status.code(),
+        Some(130),
+        "stderr: {}",
+        text(&result.stderr)
+    );
+    assert!(
+        text(&result.stderr).contains("aborted"),
+        "{}",
+        text(&result.stderr)
+    );
+    let names = file_names(&out);
+    assert!(
+        names.contains(&"part-00000.parquet.tmp".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.ends_with(".parquet")),
+        "nothing published after an abort: {names:?}"
+    );
+}
