@@ -8,6 +8,7 @@ reps=${1:-3}
 corpus=data/corpus
 [ -d "$corpus" ] || { echo "no $corpus: run scripts/fetch-corpus.sh first" >&2; exit 1; }
 cargo build --release --quiet --bin sslpipe --example decode_only
+bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -25,10 +26,10 @@ dir = "$work/out$size"
 TOML
   : > "$work/e2e$size"; : > "$work/dec$size"; : > "$work/rss$size"
   for _ in $(seq "$reps"); do
-    /usr/bin/time -f "%M" -o "$work/time" target/release/sslpipe run -q --json "$work/p$size.toml" > "$work/summary.json"
+    /usr/bin/time -f "%M" -o "$work/time" "$bin/sslpipe" run -q --json "$work/p$size.toml" > "$work/summary.json"
     python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['images_per_s'])" "$work/summary.json" >> "$work/e2e$size"
     echo $(( $(cat "$work/time") / 1024 )) >> "$work/rss$size"
-    target/release/examples/decode_only "$corpus" "$size" 2 \
+    "$bin/examples/decode_only" "$corpus" "$size" 2 \
       | python3 -c "import json,sys; print(json.load(sys.stdin)['images_per_s'])" >> "$work/dec$size"
   done
   e2e=$(median < "$work/e2e$size"); dec=$(median < "$work/dec$size"); rss=$(median < "$work/rss$size")

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "building sslpipe (release; the first build takes several minutes)"
 cargo build --release --locked --quiet
-target/release/sslpipe run pipelines/embed.toml "$@"
+sslpipe="${CARGO_TARGET_DIR:-target}/release/sslpipe"
+"$sslpipe" run pipelines/embed.toml "$@"
 echo
-target/release/sslpipe inspect out/embed --rows 3
+"$sslpipe" inspect out/embed --rows 3
