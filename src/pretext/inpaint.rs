@@ -389,7 +389,7 @@ impl PretextTask for Inpaint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pretext::test_support::{noise_image, view};
+    use crate::pretext::test_support::{check_signature_and_preview, noise_image, view};
 
     fn parts(out: &PretextSample) -> (&[u8], &[u8], &[f32]) {
         match (&out.inputs[0], &out.targets[0], &out.targets[1]) {
@@ -577,18 +577,7 @@ mod tests {
                 .build(s)
                 .unwrap();
                 let out = task.make(view(s, &img), &mut Rng::new(2));
-                let sig = task.signature();
-                for (spec, t) in sig
-                    .inputs
-                    .iter()
-                    .chain(&sig.targets)
-                    .zip(out.inputs.iter().chain(&out.targets))
-                {
-                    assert_eq!((spec.dtype, spec.len()), (t.dtype(), t.len()));
-                }
-                let (w, h, px) = task.preview(view(s, &img), &out);
-                assert_eq!(px.len(), w * h * 3);
-                task.preview(view(s, &img), &PretextSample::default());
+                check_signature_and_preview(&task, view(s, &img), &out);
             }
         }
         let err = |c: InpaintConfig, s| c.build(s).unwrap_err().to_string();

@@ -722,7 +722,7 @@ impl PretextTask for Jigsaw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pretext::test_support::{noise_image, view};
+    use crate::pretext::test_support::{check_signature_and_preview, noise_image, view};
 
     fn small(grid: usize, permutations: usize) -> JigsawConfig {
         JigsawConfig {
@@ -1067,12 +1067,7 @@ mod tests {
             for grid in [2, 3, 4] {
                 let task = small(grid, 20).build(s).unwrap();
                 let out = task.make(view(s, &img), &mut Rng::new(s as u64));
-                let sig = task.signature();
-                assert_eq!(sig.inputs[0].len(), out.inputs[0].len());
-                assert_eq!(sig.targets[0].len(), out.targets[0].len());
-                let (w, h, px) = task.preview(view(s, &img), &out);
-                assert_eq!(px.len(), w * h * 3);
-                task.preview(view(s, &img), &PretextSample::default());
+                check_signature_and_preview(&task, view(s, &img), &out);
             }
         }
         let canonical = JigsawConfig::default().build(255).unwrap();

@@ -324,7 +324,7 @@ impl PretextTask for RelPatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pretext::test_support::{noise_image, view};
+    use crate::pretext::test_support::{check_signature_and_preview, noise_image, view};
 
     #[test]
     fn defaults_follow_the_paper_proportions_and_fit() {
@@ -400,12 +400,7 @@ mod tests {
             let img = noise_image(s, s as u64 + 200);
             let task = RelPatchConfig::default().build(s).unwrap();
             let out = task.make(view(s, &img), &mut Rng::new(1));
-            let sig = task.signature();
-            assert_eq!(sig.inputs[0].len(), out.inputs[0].len());
-            assert_eq!(sig.targets[0].len(), out.targets[0].len());
-            let (w, h, px) = task.preview(view(s, &img), &out);
-            assert_eq!(px.len(), w * h * 3);
-            task.preview(view(s, &img), &PretextSample::default());
+            check_signature_and_preview(&task, view(s, &img), &out);
         }
         let err = |c: RelPatchConfig, s| c.build(s).unwrap_err().to_string();
         let e = err(

@@ -222,7 +222,7 @@ impl PretextTask for Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pretext::test_support::{noise_image, view};
+    use crate::pretext::test_support::{check_signature_and_preview, noise_image, view};
 
     /// A deterministic image in which every pixel differs from its neighbours and channels differ.
     fn u8_data(t: &TensorData) -> &[u8] {
@@ -327,17 +327,7 @@ mod tests {
                 let img = noise_image(s, s as u64);
                 let task = RotationConfig { all_four }.build(s).unwrap();
                 let out = task.make(view(s, &img), &mut Rng::new(3));
-                let sig = task.signature();
-                for (spec, t) in sig.inputs.iter().zip(&out.inputs) {
-                    assert_eq!((spec.dtype, spec.len()), (t.dtype(), t.len()));
-                }
-                for (spec, t) in sig.targets.iter().zip(&out.targets) {
-                    assert_eq!((spec.dtype, spec.len()), (t.dtype(), t.len()));
-                }
-                let (w, h, px) = task.preview(view(s, &img), &out);
-                assert_eq!(px.len(), w * h * 3);
-                // A malformed sample still previews without panicking.
-                task.preview(view(s, &img), &PretextSample::default());
+                check_signature_and_preview(&task, view(s, &img), &out);
             }
         }
     }
