@@ -192,19 +192,8 @@ fn write(
         Ok(())
     })();
     drop(items);
-    let mut written = super::write::Written {
-        errors: errors.count(),
-        rows: writer.rows(),
-        ..Default::default()
-    };
-    match errors.finish() {
-        Ok(path) => written.errors_file = Some(path),
-        Err(e) => result = result.and(Err(e.into())),
-    }
-    match writer.finish() {
-        Ok(files) => written.files = files,
-        Err(e) => result = result.and(Err(e.into())),
-    }
+    let rows = writer.rows();
+    let written = super::write::Written::publish(errors, rows, || writer.finish(), &mut result);
     stage.merge(clock);
     (written, result)
 }

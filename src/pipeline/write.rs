@@ -30,6 +30,32 @@ pub struct Written {
     pub errors: u64,
 }
 
+impl Written {
+    /// Publishes the errors file and the data files (`finish_files`) of a sink stage, also after
+    /// the stage failed; a failure to publish is added to `result` unless it already holds one.
+    pub fn publish(
+        errors: ErrorsFile,
+        rows: u64,
+        finish_files: impl FnOnce() -> Result<Vec<PathBuf>, crate::sink::SinkError>,
+        result: &mut Result<(), PipelineError>,
+    ) -> Written {
+        let mut written = Written {
+            errors: errors.count(),
+            rows,
+            ..Written::default()
+        };
+        match errors.finish() {
+            Ok(path) => written.errors_file = Some(path),
+            Err(e) => *result = std::mem::replace(result, Ok(())).and(Err(e.into())),
+        }
+        match finish_files() {
+            Ok(files) => written.files = files,
+            Err(e) => *result = std::mem::replace(result, Ok(())).and(Err(e.into())),
+        }
+        written
+    }
+}
+
 /// `spec.dim` is taken from the first batch: a model may leave its embedding size dynamic.
 /// Returns what was published even when the stage failed part-way.
 pub fn run(
@@ -74,21 +100,13 @@ pub fn run(
         }
     }
     drop(input);
-    let mut written = Written {
-        errors: errors.count(),
-        ..Written::default()
-    };
-    match errors.finish() {
-        Ok(path) => written.errors_file = Some(path),
-        Err(e) => result = result.and(Err(e.into())),
-    }
-    if let Some(w) = writer {
-        written.rows = w.rows();
-        match w.finish() {
-            Ok(files) => written.files = files,
-            Err(e) => result = result.and(Err(e.into())),
-        }
-    }
+    let rows = writer.as_ref().map_or(0, FeatureWriter::rows);
+    let written = Written::publish(
+        errors,
+        rows,
+        || writer.map_or(Ok(Vec::new()), FeatureWriter::finish),
+        &mut result,
+    );
     stage.merge(clock);
     (written, result)
 }

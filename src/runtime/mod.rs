@@ -176,11 +176,6 @@ fn check_same(
     Ok(&loaded.environment)
 }
 
-/// The path of the library this process loaded, if any.
-pub fn loaded_library() -> Option<&'static Path> {
-    LOADED.get().map(|l| l.path.as_path())
-}
-
 /// Builds a session for an in-memory ONNX model with the given settings.
 pub fn session_from_bytes(
     environment: &Environment,

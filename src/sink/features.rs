@@ -70,10 +70,6 @@ impl FeatureWriter {
         })
     }
 
-    pub fn dim(&self) -> usize {
-        self.spec.dim
-    }
-
     pub fn rows(&self) -> u64 {
         self.rows_total
     }

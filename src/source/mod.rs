@@ -37,15 +37,6 @@ pub enum SourceSpec {
     List { file: PathBuf },
 }
 
-impl SourceSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceSpec::Dir { .. } => "dir",
-            SourceSpec::List { .. } => "list",
-        }
-    }
-}
-
 /// One input image as read from its source.
 #[derive(Debug)]
 pub struct Sample {
