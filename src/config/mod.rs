@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use locate::Locator;
 pub use plan::{
+    Budget, PretrainSpec, Schedule,
     EmbedSpec, ExportSpec, ModelSpec, Normalization, OutputSpec, Pipeline, RuntimeSpec,
 };
 pub use raw::{EmbeddingType, OnError};

@@ -18,7 +18,8 @@ const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 const SECTIONS: &[&str] = &[
-    "pipeline", "source", "decode", "pretext", "model", "runtime", "embed", "export", "output",
+    "pipeline", "source", "decode", "pretext", "pretrain", "model", "runtime", "embed", "export",
+    "output",
 ];
 
 /// A checked pipeline: everything the engine needs, nothing left to validate.
@@ -41,6 +42,8 @@ pub struct Pipeline {
     pub pretext: Option<TaskConfig>,
     /// Write the pretext dataset (`[export]`) instead of embedding.
     pub export: Option<ExportSpec>,
+    /// Train the built-in encoder on the pretext task first (`[pretrain]`).
+    pub pretrain: Option<PretrainSpec>,
     pub model: ModelSpec,
     pub runtime: RuntimeSpec,
     pub embed: EmbedSpec,
@@ -90,6 +93,44 @@ pub struct ExportSpec {
 #[derive(Debug, Clone)]
 pub struct EmbedSpec {
     pub batch_size: usize,
+    /// Whether the embed phase runs (always, unless a pretraining pipeline turns it off).
+    pub enabled: bool,
+}
+
+/// When pretraining stops: the first limit reached (at least one is set).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Budget {
+    pub steps: Option<u64>,
+    pub epochs: Option<f64>,
+    pub minutes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Linear warm-up, then half a cosine from `lr` down to `min_lr` over the budget.
+    Cosine,
+    /// Linear warm-up, then `lr`.
+    Constant,
+}
+
+/// `[pretrain]`, checked.
+#[derive(Debug, Clone)]
+pub struct PretrainSpec {
+    pub budget: Budget,
+    pub batch_size: usize,
+    pub optimizer: crate::train::Optimizer,
+    pub lr: f32,
+    pub min_lr: f32,
+    /// `None`: 5 % of the budget's steps, at most 500 (100 when the budget is only a duration).
+    pub warmup_steps: Option<u64>,
+    pub schedule: Schedule,
+    pub temperature: f32,
+    pub holdout: u64,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    pub log_every: u64,
+    pub preview: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +173,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     let model: Option<ModelSection> = section(&table, "model", &mut problems);
     let runtime: Option<raw::RuntimeSection> = section(&table, "runtime", &mut problems);
     let embed: Option<raw::EmbedSection> = section(&table, "embed", &mut problems);
+    let pretrain: Option<raw::PretrainSection> = section(&table, "pretrain", &mut problems);
     let output: Option<raw::OutputSection> = required(&table, "output", &mut problems);
 
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -192,6 +234,32 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         );
     }
     let output = output.and_then(|o| check_output(o, &resolve, &mut problems));
+    let pretrain = pretrain.map(|p| check_pretrain(p, &mut problems));
+    if pretrain.is_some() {
+        if !table.contains_key("pretext") {
+            problems.add(
+                "pretrain",
+                "needs a [pretext] section: pretraining learns a pretext task",
+            );
+        }
+        if table.contains_key("export") {
+            problems.add(
+                "export",
+                "[export] and [pretrain] exclude each other: a pipeline either writes the pretext dataset or trains on it",
+            );
+        }
+        if matches!(model, Some(ModelSpec::Onnx { .. })) {
+            problems.add(
+                "model.kind",
+                "pretraining trains the built-in encoder (kind = \"builtin\"); an ONNX file cannot be trained",
+            );
+        }
+    } else if !embed.enabled {
+        problems.add(
+            "embed.enabled",
+            "is false and there is no [pretrain]: the pipeline would do nothing",
+        );
+    }
 
     problems.finish()?;
     let (Some(Some(source)), Some(model), Some(runtime), Some(output)) =
@@ -213,6 +281,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         seed: pipeline.seed,
         pretext,
         export,
+        pretrain,
         workers,
         queue: pipeline.queue,
         source,
@@ -221,6 +290,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         runtime,
         embed: EmbedSpec {
             batch_size: embed.batch_size,
+            enabled: embed.enabled,
         },
         output,
     })
@@ -330,6 +400,16 @@ fn check_source(
             }
             Some(SourceSpec::List { file })
         }
+        SourceSection::Idx(i) => {
+            let file = resolve(&i.path);
+            if !file.is_file() {
+                problems.add(
+                    "source.path",
+                    format!("IDX file {} does not exist", file.display()),
+                );
+            }
+            Some(SourceSpec::Idx { file })
+        }
     }
 }
 
@@ -346,6 +426,109 @@ fn check_pretext(
         problems.add("pretext", e.to_string());
     }
     task
+}
+
+fn check_pretrain(p: raw::PretrainSection, problems: &mut Problems) -> PretrainSpec {
+    let budget = Budget {
+        steps: p.steps,
+        epochs: p.epochs,
+        minutes: p.minutes,
+    };
+    if budget.steps.is_none() && budget.epochs.is_none() && budget.minutes.is_none() {
+        problems.add(
+            "pretrain",
+            "needs a budget: `steps`, `epochs` or `minutes` (the first one reached ends pretraining)",
+        );
+    }
+    if budget.steps == Some(0) {
+        problems.add("pretrain.steps", "must be at least 1");
+    }
+    for (field, v) in [("pretrain.epochs", budget.epochs), ("pretrain.minutes", budget.minutes)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            problems.add(field, format!("must be a positive number, found {v}"));
+        }
+    }
+    if !(2..=4096).contains(&p.batch_size) {
+        problems.add(
+            "pretrain.batch_size",
+            format!("must be between 2 and 4096, found {}", p.batch_size),
+        );
+    }
+    let sgd = p.optimizer == "sgd";
+    let optimizer = match p.optimizer.as_str() {
+        "adamw" => crate::train::Optimizer::adamw(p.weight_decay.unwrap_or(0.05)),
+        "sgd" => crate::train::Optimizer::sgd(p.momentum, p.weight_decay.unwrap_or(5e-4)),
+        other => {
+            problems.add(
+                "pretrain.optimizer",
+                format!("expected \"adamw\" or \"sgd\", found {other:?}"),
+            );
+            crate::train::Optimizer::adamw(0.0)
+        }
+    };
+    if let Err(e) = optimizer.validate() {
+        problems.add("pretrain", e.to_string());
+    }
+    let lr = p.lr.unwrap_or(if sgd { 0.1 } else { 0.002 });
+    if !(lr.is_finite() && lr > 0.0) {
+        problems.add("pretrain.lr", format!("must be positive, found {lr}"));
+    }
+    if !(p.min_lr.is_finite() && p.min_lr >= 0.0 && p.min_lr <= lr) {
+        problems.add(
+            "pretrain.min_lr",
+            format!("must be between 0 and lr ({lr}), found {}", p.min_lr),
+        );
+    }
+    let schedule = match p.schedule.as_str() {
+        "cosine" => Schedule::Cosine,
+        "constant" => Schedule::Constant,
+        other => {
+            problems.add(
+                "pretrain.schedule",
+                format!("expected \"cosine\" or \"constant\", found {other:?}"),
+            );
+            Schedule::Constant
+        }
+    };
+    if !(p.temperature.is_finite() && p.temperature > 0.0) {
+        problems.add(
+            "pretrain.temperature",
+            format!("must be positive, found {}", p.temperature),
+        );
+    }
+    for (field, v) in [
+        ("pretrain.eval_every", p.eval_every),
+        ("pretrain.checkpoint_every", p.checkpoint_every),
+        ("pretrain.log_every", p.log_every),
+    ] {
+        if v == 0 {
+            problems.add(field, "must be at least 1");
+        }
+    }
+    if p.keep_checkpoints == 0 {
+        problems.add(
+            "pretrain.keep_checkpoints",
+            "must be at least 1 (the newest checkpoint is what --resume continues from)",
+        );
+    }
+    PretrainSpec {
+        budget,
+        batch_size: p.batch_size,
+        optimizer,
+        lr,
+        min_lr: p.min_lr,
+        warmup_steps: p.warmup_steps,
+        schedule,
+        temperature: p.temperature,
+        holdout: p.holdout,
+        eval_every: p.eval_every,
+        checkpoint_every: p.checkpoint_every,
+        keep_checkpoints: p.keep_checkpoints,
+        log_every: p.log_every,
+        preview: p.preview,
+    }
 }
 
 fn check_decode(d: &DecodeSettings, problems: &mut Problems) {

@@ -57,6 +57,7 @@ pub enum OnError {
 pub enum SourceSection {
     Dir(DirSection),
     List(ListSection),
+    Idx(IdxSection),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +73,13 @@ pub struct DirSection {
 #[serde(deny_unknown_fields)]
 pub struct ListSection {
     /// A text file with one image path per line (relative paths are relative to the list file).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdxSection {
+    /// An IDX images file (`train-images-idx3-ubyte`, unpacked).
     pub path: PathBuf,
 }
 
@@ -166,12 +174,16 @@ pub struct RuntimeSection {
 pub struct EmbedSection {
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// `false`: a pipeline with `[pretrain]` stops after pretraining (it still writes encoder.onnx).
+    #[serde(default = "yes")]
+    pub enabled: bool,
 }
 
 impl Default for EmbedSection {
     fn default() -> Self {
         Self {
             batch_size: default_batch(),
+            enabled: true,
         }
     }
 }
@@ -221,4 +233,87 @@ pub struct ExportSection {
 
 fn one() -> u64 {
     1
+}
+
+/// `[pretrain]`: train the built-in encoder on the `[pretext]` task before embedding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainSection {
+    /// Budget: stop after this many optimizer steps …
+    pub steps: Option<u64>,
+    /// … or after this many passes over the source …
+    pub epochs: Option<f64>,
+    /// … or after this much wall time, whichever comes first.
+    pub minutes: Option<f64>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// `"adamw"` (default) or `"sgd"`.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// Peak learning rate (AdamW 0.002, SGD 0.1).
+    pub lr: Option<f32>,
+    /// Decoupled weight decay (AdamW 0.05, SGD 0.0005).
+    pub weight_decay: Option<f32>,
+    /// SGD momentum.
+    #[serde(default = "default_momentum")]
+    pub momentum: f32,
+    /// Linear warm-up from 0 to `lr` over this many steps (default: 5 % of the budget, ≤ 500).
+    pub warmup_steps: Option<u64>,
+    /// `"cosine"` (default: decays to `min_lr` when the budget is spent) or `"constant"`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    #[serde(default)]
+    pub min_lr: f32,
+    /// NT-Xent temperature of the `views` task.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// Images held out of training to evaluate the pretext task on (chosen by key hash).
+    #[serde(default = "default_holdout")]
+    pub holdout: u64,
+    /// Evaluate on the held-out images every this many steps (and at the end).
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Write a checkpoint every this many steps (and at the end, and on Ctrl-C).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept on disk (the newest ones).
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
+    /// One row of the training log every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Held-out images drawn in `predictions.png` (colorize, inpaint, mask).
+    #[serde(default = "default_preview")]
+    pub preview: usize,
+}
+
+fn default_optimizer() -> String {
+    "adamw".into()
+}
+fn default_momentum() -> f32 {
+    0.9
+}
+fn default_schedule() -> String {
+    "cosine".into()
+}
+fn default_temperature() -> f32 {
+    0.2
+}
+fn default_holdout() -> u64 {
+    512
+}
+fn default_eval_every() -> u64 {
+    200
+}
+fn default_checkpoint_every() -> u64 {
+    500
+}
+fn default_keep_checkpoints() -> usize {
+    3
+}
+fn default_log_every() -> u64 {
+    10
+}
+fn default_preview() -> usize {
+    8
 }

@@ -28,7 +28,6 @@ pub struct Encoder {
 
 /// Builds the encoder session for `plan`. Loads ONNX Runtime if it is not loaded yet.
 pub fn load(plan: &Pipeline) -> Result<Encoder, PipelineError> {
-    let env = runtime::environment(plan.runtime.library.as_deref())?;
     let (onnx, origin, input, output) = match &plan.model {
         ModelSpec::Builtin { spec, seed, .. } => {
             let encoder = BuiltinEncoder::new(spec.clone(), plan.decode.size)?;
@@ -57,11 +56,29 @@ pub fn load(plan: &Pipeline) -> Result<Encoder, PipelineError> {
             )
         }
     };
-    let session = runtime::session_from_bytes(env, &plan.runtime.session, &onnx)?;
     let model_path = match &plan.model {
         ModelSpec::Onnx { path, .. } => path.clone(),
         ModelSpec::Builtin { .. } => PathBuf::from("<built-in encoder>"),
     };
+    open(plan, onnx, origin, input, output, model_path)
+}
+
+/// The encoder from ONNX bytes made in this process (a pretrained built-in encoder).
+pub fn from_bytes(plan: &Pipeline, onnx: Vec<u8>, origin: String) -> Result<Encoder, PipelineError> {
+    runtime::environment(plan.runtime.library.as_deref())?;
+    open(plan, onnx, origin, None, None, PathBuf::from("<pretrained encoder>"))
+}
+
+fn open(
+    plan: &Pipeline,
+    onnx: Vec<u8>,
+    origin: String,
+    input: Option<String>,
+    output: Option<String>,
+    model_path: PathBuf,
+) -> Result<Encoder, PipelineError> {
+    let env = runtime::environment(plan.runtime.library.as_deref())?;
+    let session = runtime::session_from_bytes(env, &plan.runtime.session, &onnx)?;
     let (input, output, dim) = check_signature(&session, input, output, plan.decode.size)
         .map_err(|reason| PipelineError::model(model_path, reason))?;
     Ok(Encoder {

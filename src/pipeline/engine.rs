@@ -15,7 +15,7 @@ use super::progress;
 use super::stats::{Clock, Counters, Stage};
 use super::workers::{self, Decoded, Prepare};
 use crate::config::Pipeline;
-use crate::source::{Emit, Sample, SourceError, SourceSpec, StopFlag};
+use crate::source::{Emit, Order, Sample, SourceError, SourceSpec, StopFlag, Subset};
 
 /// The running upstream's threads. Its output channel is handed to the consumer separately: when
 /// the consumer stops early it drops the receiver, and that is what stops the workers.
@@ -45,12 +45,44 @@ pub(crate) fn spawn_err(e: std::io::Error) -> PipelineError {
     PipelineError::stage("engine", None, format!("cannot start a thread: {e}"))
 }
 
+/// Which passes over the input a run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passes {
+    /// Number of the first pass (part of each sample's seed; a resumed run starts later).
+    pub first_epoch: u64,
+    /// Passes to make, the first included (`u64::MAX`: until stopped).
+    pub epochs: u64,
+    /// `Some(seed)`: every pass is shuffled, pass `e` with a seed derived from `(seed, e)`.
+    pub shuffle: Option<u64>,
+    /// Leading samples of the first pass to leave out (already used before a resume).
+    pub skip: u64,
+    /// The part of the input every pass covers.
+    pub subset: Subset,
+}
+
+impl Passes {
+    /// One pass in the source's own order.
+    pub fn once() -> Self {
+        Self::sorted(1)
+    }
+    /// `epochs` passes in the source's own order.
+    pub fn sorted(epochs: u64) -> Self {
+        Passes {
+            first_epoch: 0,
+            epochs,
+            shuffle: None,
+            skip: 0,
+            subset: Subset::All,
+        }
+    }
+}
+
 /// Starts the source and the decode workers for `plan`, preparing each image with `prepare`. The
-/// source makes `epochs` passes over its input (numbered 0..epochs, part of each sample's seed).
+/// source makes the passes `passes` describes; samples carry their pass number as `epoch`.
 pub fn start<P: Prepare>(
     plan: &Pipeline,
     prepare: P,
-    epochs: u64,
+    passes: Passes,
     stop: &StopFlag,
     counters: &Arc<Counters>,
     source_stage: &Arc<Stage>,
@@ -77,14 +109,14 @@ pub fn start<P: Prepare>(
     );
     let source = std::thread::Builder::new()
         .name("source".into())
-        .spawn(move || run_source(&spec, epochs, &stop, sample_tx, counters, &stage))
+        .spawn(move || run_source(&spec, passes, &stop, sample_tx, counters, &stage))
         .map_err(spawn_err)?;
     Ok((item_rx, Upstream { source, workers }))
 }
 
 fn run_source(
     spec: &SourceSpec,
-    epochs: u64,
+    passes: Passes,
     stop: &StopFlag,
     tx: Sender<Sample>,
     counters: Arc<Counters>,
@@ -94,14 +126,25 @@ fn run_source(
     let mut emit = ChannelEmit {
         tx,
         seq: 0,
-        epoch: 0,
+        epoch: passes.first_epoch,
         counters,
         clock: Clock::default(),
         closed: false,
     };
     let result = loop {
-        let result = crate::source::run(spec, stop, &mut emit);
-        let done = emit.epoch + 1 >= epochs;
+        let order = Order {
+            shuffle: passes
+                .shuffle
+                .map(|seed| crate::rng::Rng::for_key(seed, &format!("shuffle/{}", emit.epoch)).next_u64()),
+            skip: if emit.epoch == passes.first_epoch {
+                passes.skip
+            } else {
+                0
+            },
+            subset: passes.subset,
+        };
+        let result = crate::source::run(spec, order, stop, &mut emit);
+        let done = emit.epoch + 1 - passes.first_epoch >= passes.epochs;
         if result.is_err() || done || emit.closed || stop.is_stopped() {
             break result;
         }

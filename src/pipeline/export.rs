@@ -97,7 +97,7 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
     let (items, upstream) = engine::start(
         plan,
         prepare,
-        export.epochs,
+        engine::Passes::sorted(export.epochs),
         &stop,
         &counters,
         &stages[0],

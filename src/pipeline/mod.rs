@@ -18,6 +18,7 @@ mod encoder;
 mod engine;
 mod export;
 mod preview;
+pub mod pretrain;
 mod progress;
 mod reorder;
 mod stats;
@@ -89,6 +90,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set by the caller to stop the source early (tests, embedding applications).
     pub stop: StopFlag,
+    /// Continue pretraining from the newest checkpoint instead of starting afresh.
+    pub resume: bool,
 }
 
 /// Checks everything `run` would need before reading any image: the pipeline file (already
@@ -104,6 +107,16 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
     };
     if plan.export.is_some() {
         return Ok(()); // no model runs in an export; the task was checked with the config
+    }
+    if plan.pretrain.is_some() {
+        // The embed phase will run the trained encoder; what can fail is the model for the task.
+        if let Err(reason) = pretrain::model(plan) {
+            return Err(ConfigErrors(vec![problem("pretrain", reason)]));
+        }
+        if let Err(e) = crate::runtime::environment(plan.runtime.library.as_deref()) {
+            return Err(ConfigErrors(vec![problem("runtime", e.to_string())]));
+        }
+        return Ok(());
     }
     match load_encoder(plan) {
         Ok(_) => Ok(()),
@@ -132,13 +145,63 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
     if plan.export.is_some() {
         return export::run(plan, options);
     }
-    embed_run(plan, options)
+    if plan.pretrain.is_none() {
+        return embed_run(plan, options, None);
+    }
+    let started = Instant::now();
+    let pretrained = pretrain::run(plan, &options, options.resume)?;
+    let report = pretrained.report;
+    let out_dir = plan.output.dir.clone();
+    let Some(onnx) = pretrained.encoder_onnx else {
+        // Interrupted: the checkpoint is written; the embed phase waits for a resumed run.
+        let mut summary = RunSummary::new(
+            plan,
+            &Counters::default(),
+            &pretrained.stages.iter().collect::<Vec<_>>(),
+            started.elapsed(),
+            Default::default(),
+            None,
+            true,
+        );
+        summary.pretrain = Some(report);
+        return Ok(summary);
+    };
+    if !plan.embed.enabled {
+        crate::sink::write_atomically(&out_dir.join("encoder.onnx"), &onnx)?;
+        let mut summary = RunSummary::new(
+            plan,
+            &Counters::default(),
+            &pretrained.stages.iter().collect::<Vec<_>>(),
+            started.elapsed(),
+            Default::default(),
+            Some((crate::model::model_id(&onnx), format!("pretrained by {}", report.task))),
+            false,
+        );
+        summary.pretrain = Some(report);
+        return Ok(summary);
+    }
+    let origin = format!(
+        "built-in encoder pretrained by {} ({} steps)",
+        report.task, report.steps
+    );
+    let encoder = encoder::from_bytes(plan, onnx, origin)?;
+    let mut summary = embed_run(plan, options, Some(encoder))?;
+    summary.pretrain = Some(report);
+    Ok(summary)
 }
 
-/// The embed phase: images → encoder → feature files.
-fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineError> {
+/// The embed phase: images → encoder → feature files. `encoder`: the one pretraining made;
+/// `None`: the pipeline's `[model]`.
+fn embed_run(
+    plan: &Pipeline,
+    options: RunOptions,
+    encoder: Option<Encoder>,
+) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
-    let encoder = load_encoder(plan)?;
+    let encoder = match encoder {
+        Some(e) => e,
+        None => load_encoder(plan)?,
+    };
     let out_dir = plan.output.dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| crate::sink::io_err(&out_dir, e))?;
     crate::sink::remove_previous_outputs(&out_dir)?;
@@ -153,7 +216,10 @@ fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, Pipelin
         rows_per_file: plan.output.rows_per_file,
         row_group_rows: plan.output.row_group_rows,
         model_id: encoder.model_id.clone(),
-        pretext: "none".to_string(),
+        pretext: match (&plan.pretrain, &plan.pretext) {
+            (Some(_), Some(task)) => task.name().to_string(),
+            _ => "none".to_string(),
+        },
         metadata: run_metadata(plan),
     };
 
@@ -166,7 +232,7 @@ fn embed_run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, Pipelin
     let (items, upstream) = engine::start(
         plan,
         normalize,
-        1,
+        engine::Passes::once(),
         &stop,
         &counters,
         &stages.source,

@@ -55,7 +55,12 @@ pub fn write_preview(
         wanted: count.max(1),
         images: Vec::new(),
     };
-    crate::source::run(&plan.source, &StopFlag::default(), &mut collect)?;
+    crate::source::run(
+        &plan.source,
+        crate::source::Order::default(),
+        &StopFlag::default(),
+        &mut collect,
+    )?;
     if collect.images.is_empty() {
         return Err(PipelineError::stage(
             "preview",
@@ -77,30 +82,47 @@ pub fn write_preview(
             task.preview(view, &sample)
         })
         .collect();
+    write_sheet(out, &rows)?;
+    Ok(collect.images.into_iter().map(|(k, _)| k).collect())
+}
+
+use image::ImageEncoder as _;
+
+/// Stacks RGB8 images (`(width, height, pixels)`) vertically with a grey gap into one PNG.
+pub(crate) fn write_sheet(
+    out: &Path,
+    rows: &[(usize, usize, Vec<u8>)],
+) -> Result<(), PipelineError> {
     let width = rows.iter().map(|r| r.0).max().unwrap_or(1);
-    let height = rows.iter().map(|r| r.1).sum::<usize>() + GAP * (rows.len() - 1);
-    let mut sheet = vec![GAP_GREY; width * height * 3];
+    let height = rows.iter().map(|r| r.1).sum::<usize>() + GAP * rows.len().saturating_sub(1);
+    let mut sheet = vec![GAP_GREY; width * height.max(1) * 3];
     let mut top = 0;
-    for (w, h, pixels) in &rows {
+    for (w, h, pixels) in rows {
         for y in 0..*h {
             let dst = ((top + y) * width) * 3;
             sheet[dst..dst + w * 3].copy_from_slice(&pixels[y * w * 3..(y + 1) * w * 3]);
         }
         top += h + GAP;
     }
+    write_png(out, width, height.max(1), &sheet)
+}
+
+/// Encodes an RGB8 HWC image as PNG and writes it atomically.
+pub(crate) fn write_png(
+    out: &Path,
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+) -> Result<(), PipelineError> {
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(
-            &sheet,
+            pixels,
             width as u32,
             height as u32,
             image::ExtendedColorType::Rgb8,
         )
-        .map_err(|e| {
-            PipelineError::stage("preview", None, format!("cannot encode the PNG: {e}"))
-        })?;
+        .map_err(|e| PipelineError::stage("preview", None, format!("cannot encode the PNG: {e}")))?;
     crate::sink::write_atomically(out, &png)?;
-    Ok(collect.images.into_iter().map(|(k, _)| k).collect())
+    Ok(())
 }
-
-use image::ImageEncoder as _;

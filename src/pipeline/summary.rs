@@ -57,6 +57,8 @@ pub struct RunSummary {
     pub stages: Vec<StageSummary>,
     pub output_files: Vec<PathBuf>,
     pub errors_file: Option<PathBuf>,
+    /// The pretrain phase, for pipelines with `[pretrain]`.
+    pub pretrain: Option<super::pretrain::PretrainReport>,
 }
 
 impl RunSummary {
@@ -92,6 +94,7 @@ impl RunSummary {
             stages: stages.iter().map(|s| s.summary(wall)).collect(),
             output_files: written.files,
             errors_file: written.errors_file,
+            pretrain: None,
         }
     }
 }
@@ -117,7 +120,40 @@ impl fmt::Display for RunSummary {
         if let (Some(model), Some(id)) = (&self.model, &self.model_id) {
             writeln!(f, "model: {model} (model_id {id})")?;
         }
-        if let Some(task) = &self.pretext {
+        if let Some(p) = &self.pretrain {
+            writeln!(
+                f,
+                "pretrain ({}): {} steps, {} images in {:.1} s ({:.1} images/s); train step waited for data {:.0}% of its time{}",
+                p.task,
+                p.steps,
+                p.images,
+                p.seconds,
+                p.images_per_s,
+                100.0 * p.input_wait,
+                if p.interrupted {
+                    " — interrupted, resume with --resume"
+                } else {
+                    ""
+                }
+            )?;
+            if let Some(e) = &p.eval {
+                let metrics: Vec<String> =
+                    e.metrics.iter().map(|(m, v)| format!(", {m} {v:.3}")).collect();
+                let baseline = e
+                    .baseline
+                    .map(|b| format!(" (input-independent baseline {b:.4})"))
+                    .unwrap_or_default();
+                writeln!(
+                    f,
+                    "held-out ({} images, step {}): loss {:.4}{baseline}{}",
+                    e.images,
+                    e.step,
+                    e.loss,
+                    metrics.concat()
+                )?;
+            }
+            writeln!(f, "training log, curve and checkpoints: {}", p.dir.display())?;
+        } else if let Some(task) = &self.pretext {
             writeln!(f, "pretext: {task}")?;
         }
         writeln!(

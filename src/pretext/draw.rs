@@ -28,6 +28,8 @@ const FONT: [[u8; 5]; 10] = [
     [0b111, 0b101, 0b111, 0b101, 0b111], // 8
     [0b111, 0b101, 0b111, 0b001, 0b111], // 9
 ];
+const POINT: [u8; 5] = [0, 0, 0, 0, 0b010];
+const MINUS: [u8; 5] = [0, 0, 0b111, 0, 0];
 
 /// Width in pixels that [`draw_digits`] needs for `n_chars` characters at `scale`
 /// (3 columns per digit plus 1 column of spacing between digits).
@@ -45,8 +47,8 @@ pub fn digits_height(scale: usize) -> usize {
 }
 
 /// Draws `text` with the 3×5 digit font into an RGB8 HWC buffer of `width × height`, top-left
-/// corner at (`x`, `y`), each font pixel a `scale × scale` square. Characters other than `0`–`9`
-/// leave a blank cell (so `"12 7"` works as a separator). Clipped to the buffer; returns the
+/// corner at (`x`, `y`), each font pixel a `scale × scale` square. Characters other than `0`–`9`,
+/// `.` and `-` leave a blank cell (so `"12 7"` works as a separator). Clipped to the buffer; returns the
 /// width drawn ([`digits_width`]).
 #[allow(clippy::too_many_arguments)] // a flat signature keeps this usable on any RGB8 buffer
 pub fn draw_digits(
@@ -63,8 +65,14 @@ pub fn draw_digits(
     let mut n = 0;
     for (i, ch) in text.chars().enumerate() {
         n += 1;
-        let Some(d) = ch.to_digit(10) else { continue };
-        let glyph = &FONT[d as usize];
+        let glyph = match ch {
+            '.' => &POINT,
+            '-' => &MINUS,
+            _ => match ch.to_digit(10) {
+                Some(d) => &FONT[d as usize],
+                None => continue,
+            },
+        };
         let x0 = x + i * 4 * scale;
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..3 {

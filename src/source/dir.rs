@@ -7,14 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Emit, SourceError, StopFlag, read_file};
+use super::{ReadLater, SourceError, StopFlag, read_file};
 
 pub(super) fn run(
     root: &Path,
     extensions: &[String],
     recursive: bool,
     stop: &StopFlag,
-    out: &mut dyn Emit,
+    out: &mut dyn FnMut(String, ReadLater) -> bool,
 ) -> Result<(), SourceError> {
     // Stack of pending folder listings; each is sorted descending so `pop` yields ascending order.
     let mut stack: Vec<Vec<(String, PathBuf, bool)>> = vec![list(root, "")?];
@@ -35,7 +35,7 @@ pub(super) fn run(
         if !has_extension(&key, extensions) {
             continue;
         }
-        if !out.emit(key, read_file(&path)) {
+        if !out(key, Box::new(move || read_file(&path))) {
             return Ok(());
         }
     }
@@ -90,6 +90,16 @@ fn has_extension(key: &str, extensions: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{Emit, Order, SourceSpec};
+
+    fn walk(root: &Path, exts: &[String], recursive: bool, stop: &StopFlag, out: &mut dyn Emit) {
+        let spec = SourceSpec::Dir {
+            root: root.to_path_buf(),
+            extensions: exts.to_vec(),
+            recursive,
+        };
+        crate::source::run(&spec, Order::default(), stop, out).unwrap();
+    }
 
     struct Collect(Vec<(String, bool)>);
     impl Emit for Collect {
@@ -121,7 +131,7 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let mut c = Collect(vec![]);
-        run(r, &exts, true, &StopFlag::default(), &mut c).unwrap();
+        walk(r, &exts, true, &StopFlag::default(), &mut c);
         let keys: Vec<_> = c.0.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
@@ -129,7 +139,7 @@ mod tests {
         );
 
         let mut flat = Collect(vec![]);
-        run(r, &exts, false, &StopFlag::default(), &mut flat).unwrap();
+        walk(r, &exts, false, &StopFlag::default(), &mut flat);
         assert_eq!(flat.0.len(), 3);
     }
 
@@ -151,7 +161,7 @@ mod tests {
             }
         }
         let mut e = StopAfter(0, &stop);
-        run(t.path(), &["png".to_string()], true, &stop, &mut e).unwrap();
+        walk(t.path(), &["png".to_string()], true, &stop, &mut e);
         assert_eq!(e.0, 3);
     }
 }

@@ -9,9 +9,13 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{Emit, SourceError, StopFlag, read_file};
+use super::{ReadLater, SourceError, StopFlag, read_file};
 
-pub(super) fn run(file: &Path, stop: &StopFlag, out: &mut dyn Emit) -> Result<(), SourceError> {
+pub(super) fn run(
+    file: &Path,
+    stop: &StopFlag,
+    out: &mut dyn FnMut(String, ReadLater) -> bool,
+) -> Result<(), SourceError> {
     let list_err = |e: std::io::Error| SourceError::List {
         path: file.to_path_buf(),
         reason: e.to_string(),
@@ -30,17 +34,19 @@ pub(super) fn run(file: &Path, stop: &StopFlag, out: &mut dyn Emit) -> Result<()
             return Ok(());
         }
         let key = entry.to_string();
-        let bytes = if seen.insert(fingerprint(&key)) {
+        let read: ReadLater = if seen.insert(fingerprint(&key)) {
             let path = Path::new(entry);
-            read_file(&if path.is_absolute() {
+            let path = if path.is_absolute() {
                 path.to_path_buf()
             } else {
                 base.join(path)
-            })
+            };
+            Box::new(move || read_file(&path))
         } else {
-            Err(format!("listed more than once in {}", file.display()))
+            let reason = format!("listed more than once in {}", file.display());
+            Box::new(move || Err(reason))
         };
-        if !out.emit(key, bytes) {
+        if !out(key, read) {
             return Ok(());
         }
     }
@@ -63,6 +69,7 @@ fn fingerprint(key: &str) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{Emit, Order, SourceSpec};
 
     #[test]
     fn reads_listed_files_relative_to_the_list_and_flags_duplicates() {
@@ -78,7 +85,9 @@ mod tests {
                 true
             }
         }
-        run(&list, &StopFlag::default(), &mut C(&mut got)).unwrap();
+        let spec = SourceSpec::List { file: list };
+        crate::source::run(&spec, Order::default(), &StopFlag::default(), &mut C(&mut got))
+            .unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].1.as_deref().unwrap(), b"A");
         assert!(got[1].1.as_ref().unwrap_err().contains("cannot read"));

@@ -30,6 +30,7 @@
 
 pub mod autodiff;
 pub mod checkpoint;
+pub mod evaluator;
 pub mod loss;
 pub mod net;
 pub mod optim;
@@ -52,7 +53,8 @@ pub use net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
 pub use optim::Optimizer;
 pub use step::{Signature, TensorInfo, TrainStep};
 pub use tape::{Precision, RuleOptions, Tape, WeightGrad};
-pub use trainer::{StepOutput, Trainer};
+pub use evaluator::Evaluator;
+pub use trainer::{BatchInputs, StepOutput, Trainer};
 
 #[derive(Debug, Error)]
 pub enum TrainError {

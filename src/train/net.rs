@@ -540,6 +540,33 @@ impl Network {
         Ok((x, updates))
     }
 
+    /// Emits the inference-mode forward pass on `t` (BatchNorm with running statistics, as in the
+    /// exported graphs), reading parameters by their names and `images`. Returns the prediction.
+    pub fn emit_eval(&self, t: &mut Tape, images: &str) -> Result<String, TrainError> {
+        let mut x = images.to_string();
+        let c = self.spec.encoder.in_channels as i64;
+        let s = self.spec.input_size as i64;
+        if self.images_shape.len() == 5 {
+            let shape = t.ints1("shape", &[self.rows as i64, c, s, s])?;
+            x = t.node("Reshape", &[&x, &shape], "images.rows", vec![])?;
+        }
+        for l in self.encoder_layers() {
+            x = t.absorb(|g| l.layer.emit_forward(g, &x, &l.name))?;
+        }
+        if let InputLayout::Tiles { count } = self.spec.input {
+            let mut shape = t.shape(&x)?;
+            shape[0] /= count;
+            shape[1] *= count;
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let shape = t.ints1("shape", &dims)?;
+            x = t.node("Reshape", &[&x, &shape], "tiles.concat", vec![])?;
+        }
+        for h in &self.head {
+            x = t.absorb(|g| emit_head_eval(g, &h.op, &x, &h.name))?;
+        }
+        Ok(x)
+    }
+
     /// The encoder alone as a standard inference `.onnx` (what the embed phase runs), with the
     /// encoder's tensors taken from `params`.
     pub fn encoder_onnx(&self, params: &ParamSet) -> Result<Vec<u8>, TrainError> {
@@ -798,7 +825,7 @@ fn emit_head_eval(
     op: &HeadOp,
     x: &str,
     prefix: &str,
-) -> Result<String, TrainError> {
+) -> Result<String, crate::model::ModelError> {
     Ok(match op {
         HeadOp::Model(l) => l.emit_forward(g, x, prefix)?,
         HeadOp::BatchNorm(bn) => {

@@ -18,7 +18,7 @@
 
 use super::TrainError;
 use super::autodiff;
-use super::net::{Network, TrainSpec};
+use super::net::{Network, PREDICTION_OUTPUT, TrainSpec};
 use super::tape::{Precision, RuleOptions, Tape};
 use crate::model::encoder::IMAGES_INPUT;
 use crate::model::onnx::tensor_proto::DataType;
@@ -138,6 +138,69 @@ impl Network {
         rules: RuleOptions,
     ) -> Result<TrainStep, TrainError> {
         self.build(precision, false, rules)
+    }
+
+    /// The evaluation graph: the inference-mode forward pass (BatchNorm with running statistics)
+    /// and the loss, for held-out batches. Inputs: every model tensor, `images`, the loss's
+    /// targets; outputs: `loss`, the metrics and `prediction`. Nothing is updated.
+    pub fn eval_step(&self) -> Result<TrainStep, TrainError> {
+        let spec = self.spec();
+        let mut t = Tape::new("sslpipe_eval_step", Precision::F32);
+        let float = t.float();
+        let elem = ElemType::of(float)?;
+        let mut sig = Signature {
+            params: Vec::new(),
+            state: Vec::new(),
+            batch: Vec::new(),
+            metrics: Vec::new(),
+            has_optimizer: false,
+        };
+        for p in self.param_specs() {
+            t.input_float(&p.name, &p.shape)?;
+            sig.params.push(TensorInfo {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                elem,
+                trainable: p.trainable,
+            });
+        }
+        let images = t.input_float(IMAGES_INPUT, self.images_shape())?;
+        sig.batch.push(TensorInfo {
+            name: images.clone(),
+            shape: self.images_shape().to_vec(),
+            elem,
+            trainable: false,
+        });
+        let mut target_names = Vec::new();
+        for ti in spec.loss.targets(self.prediction_shape(), float)? {
+            let n = t.input(ti.name, ti.dtype, &ti.shape)?;
+            sig.batch.push(TensorInfo {
+                name: n.clone(),
+                shape: ti.shape.clone(),
+                elem: ElemType::of(ti.dtype)?,
+                trainable: false,
+            });
+            target_names.push(n);
+        }
+        let pred = self.emit_eval(&mut t, &images)?;
+        let lo = spec.loss.emit(&mut t, &pred, &target_names)?;
+        let shown = t.node("Identity", &[&pred], "shown", vec![])?;
+        t.rename(&shown, PREDICTION_OUTPUT)?;
+        t.output(PREDICTION_OUTPUT)?;
+        t.rename(&lo.loss, LOSS_OUTPUT)?;
+        t.output(LOSS_OUTPUT)?;
+        for (m, tensor) in &lo.metrics {
+            let n = metric_name(m);
+            t.rename(tensor, &n)?;
+            t.output(&n)?;
+            sig.metrics.push(m.clone());
+        }
+        t.doc_string("sslpipe evaluation step: (params, batch, targets) -> (loss, metrics)");
+        Ok(TrainStep {
+            onnx: t.finish()?,
+            signature: sig,
+            spec: spec.clone(),
+        })
     }
 
     fn build(

@@ -42,6 +42,46 @@ pub struct StepOutput {
     pub metrics: Vec<(String, f32)>,
 }
 
+/// Batch input buffers that are filled in place before a step runs (a [`Trainer`]'s or an
+/// evaluator's): `images`, `labels`, `targets`, `mask`, as the graph's signature names them.
+pub trait BatchInputs {
+    /// The preallocated batch tensor `name`.
+    fn batch_tensor(&mut self, name: &str) -> Result<&mut DynTensor, TrainError>;
+
+    /// The float batch input `name`, to fill in place.
+    fn input_f32_mut(&mut self, name: &str) -> Result<&mut [f32], TrainError> {
+        let (_, data) = self
+            .batch_tensor(name)?
+            .try_extract_tensor_mut::<f32>()
+            .map_err(|e| TrainError::ort("access a batch input", e))?;
+        Ok(data)
+    }
+
+    /// The int64 batch input `name`, to fill in place.
+    fn input_i64_mut(&mut self, name: &str) -> Result<&mut [i64], TrainError> {
+        let (_, data) = self
+            .batch_tensor(name)?
+            .try_extract_tensor_mut::<i64>()
+            .map_err(|e| TrainError::ort("access a batch input", e))?;
+        Ok(data)
+    }
+}
+
+impl BatchInputs for Trainer {
+    fn batch_tensor(&mut self, name: &str) -> Result<&mut DynTensor, TrainError> {
+        let i = self
+            .step_graph
+            .signature
+            .batch
+            .iter()
+            .position(|b| b.name == name)
+            .ok_or_else(|| {
+                TrainError::Spec(format!("the train step has no batch input `{name}`"))
+            })?;
+        Ok(&mut self.batch[i])
+    }
+}
+
 /// See the module documentation.
 pub struct Trainer {
     session: Session,
@@ -300,33 +340,6 @@ impl Trainer {
     /// Updates applied so far.
     pub fn step_count(&self) -> u64 {
         self.step
-    }
-
-    fn batch_index(&self, name: &str) -> Result<usize, TrainError> {
-        self.step_graph
-            .signature
-            .batch
-            .iter()
-            .position(|b| b.name == name)
-            .ok_or_else(|| TrainError::Spec(format!("the train step has no batch input `{name}`")))
-    }
-
-    /// The preallocated float batch input `name` (`images`, `targets`, `mask`), to fill in place.
-    pub fn input_f32_mut(&mut self, name: &str) -> Result<&mut [f32], TrainError> {
-        let i = self.batch_index(name)?;
-        let (_, data) = self.batch[i]
-            .try_extract_tensor_mut::<f32>()
-            .map_err(ort_err("access a batch input"))?;
-        Ok(data)
-    }
-
-    /// The preallocated int64 batch input `name` (`labels`), to fill in place.
-    pub fn input_i64_mut(&mut self, name: &str) -> Result<&mut [i64], TrainError> {
-        let i = self.batch_index(name)?;
-        let (_, data) = self.batch[i]
-            .try_extract_tensor_mut::<i64>()
-            .map_err(ort_err("access a batch input"))?;
-        Ok(data)
     }
 
     /// Copies `values` into the float batch input `name` (length checked).

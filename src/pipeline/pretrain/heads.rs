@@ -1,0 +1,201 @@
+//! Which network learns which pretext task: for every task, how its tensors enter the encoder
+//! ([`InputLayout`]), which encoder tensor the head reads ([`Tap`]), the head itself and the loss.
+//!
+//! The choices follow the papers the tasks come from, scaled to a small CNN:
+//! - classification tasks (rotation 4-way, jigsaw P-way over the concatenated tile embeddings,
+//!   relative patch location 8-way over the two patches) get an MLP head on the embedding, so
+//!   the embedding the embed phase writes is the trained one;
+//! - views (SimCLR) get a projection MLP and NT-Xent; the embedding is taken before it;
+//! - dense tasks (colorization, inpainting, masked patches) read the last feature map and
+//!   upsample it with Resize + Conv blocks to the target's resolution.
+//!
+//! Guarantees: [`train_spec`] only builds a description; `Network::new` validates it, and every
+//! mismatch (a target resolution the feature map cannot reach, a tile smaller than the encoder
+//! accepts) is reported with the task's and the encoder's numbers.
+
+use crate::config::PretrainSpec;
+use crate::model::{BuiltinEncoder, EncoderSpec};
+use crate::pretext::{PretextTask, TaskConfig};
+use crate::train::{HeadLayer, InputLayout, Loss, Tap, TrainSpec};
+
+/// Width of the hidden layer of the MLP heads.
+const HIDDEN: usize = 256;
+/// Output size of the views projection head.
+const PROJECTION: usize = 128;
+/// Channels of the last (full-resolution) decoder block; earlier blocks have more.
+const DECODER_MIN_CHANNELS: usize = 32;
+
+/// The train-step description for `task` (built for the working size `size`) on the built-in
+/// encoder `encoder` (its `in_channels` is set here: 1 for colorization's L input, 3 otherwise).
+pub fn train_spec(
+    config: &TaskConfig,
+    task: &dyn PretextTask,
+    size: usize,
+    encoder: &EncoderSpec,
+    pretrain: &PretrainSpec,
+) -> Result<TrainSpec, String> {
+    let sig = task.signature();
+    let input = &sig.inputs[0];
+    let shape = &input.shape;
+    let mut encoder = encoder.clone();
+    encoder.in_channels = 3;
+    let side = |s: &[usize]| s[s.len() - 1];
+    let mlp = |out: usize| {
+        vec![
+            HeadLayer::Linear {
+                out_features: HIDDEN,
+                bias: true,
+            },
+            HeadLayer::BatchNorm,
+            HeadLayer::Relu,
+            HeadLayer::Linear {
+                out_features: out,
+                bias: true,
+            },
+        ]
+    };
+    let (input_layout, tap, head, loss) = match config {
+        TaskConfig::Rotation(_) => {
+            let layout = if shape.len() == 4 {
+                InputLayout::Views { count: shape[0] }
+            } else {
+                InputLayout::Images
+            };
+            (layout, Tap::Embedding, mlp(4), Loss::CrossEntropy)
+        }
+        TaskConfig::Jigsaw(j) => {
+            let built = j.build(size).map_err(|e| e.to_string())?;
+            let classes = built.permutations().len();
+            (
+                InputLayout::Tiles { count: shape[0] },
+                Tap::Embedding,
+                mlp(classes),
+                Loss::CrossEntropy,
+            )
+        }
+        TaskConfig::RelPatch(_) => (
+            InputLayout::Tiles { count: shape[0] },
+            Tap::Embedding,
+            mlp(8),
+            Loss::CrossEntropy,
+        ),
+        TaskConfig::Views(_) => (
+            InputLayout::Views { count: shape[0] },
+            Tap::Embedding,
+            mlp(PROJECTION),
+            Loss::NtXent {
+                temperature: pretrain.temperature,
+            },
+        ),
+        TaskConfig::Colorize(c) => {
+            encoder.in_channels = 1;
+            let built = c.build(size).map_err(|e| e.to_string())?;
+            let s = side(shape);
+            let (out, target_side, loss) = match c.target {
+                crate::pretext::colorize::ColorTarget::Bins => (
+                    built.bins().len(),
+                    built.target_side(),
+                    Loss::SoftCrossEntropy {
+                        class_weights: None,
+                    },
+                ),
+                crate::pretext::colorize::ColorTarget::Regression => (
+                    2,
+                    s,
+                    Loss::MaskedL2 {
+                        mask_shape: Some(vec![1, 1, 1]),
+                    },
+                ),
+            };
+            let head = decoder(&encoder, s as u32, out, target_side)?;
+            (InputLayout::Images, Tap::FeatureMap, head, loss)
+        }
+        TaskConfig::Inpaint(_) | TaskConfig::Mask(_) => {
+            let s = side(shape);
+            let head = decoder(&encoder, s as u32, 3, s)?;
+            (
+                InputLayout::Images,
+                Tap::FeatureMap,
+                head,
+                Loss::MaskedL2 {
+                    mask_shape: Some(vec![1, s, s]),
+                },
+            )
+        }
+    };
+    Ok(TrainSpec {
+        encoder,
+        input_size: side(shape) as u32,
+        input: input_layout,
+        tap,
+        head,
+        loss,
+        optimizer: pretrain.optimizer.clone(),
+        batch_size: pretrain.batch_size,
+    })
+}
+
+/// Resize+Conv decoder from the encoder's last feature map to `[out, target, target]`: a 1×1
+/// projection, then one (×2 upsample, 3×3 conv, BN, ReLU) block per doubling, halving the
+/// channels each time down to [`DECODER_MIN_CHANNELS`], and a 1×1 conv to `out` channels.
+fn decoder(
+    encoder: &EncoderSpec,
+    input_size: u32,
+    out: usize,
+    target: usize,
+) -> Result<Vec<HeadLayer>, String> {
+    let built = BuiltinEncoder::new(encoder.clone(), input_size).map_err(|e| e.to_string())?;
+    let fmap = built
+        .layers()
+        .iter()
+        .rev()
+        .find(|l| l.output_shape.len() == 3)
+        .map(|l| l.output_shape.clone())
+        .ok_or("the encoder has no feature map")?;
+    let (channels, side) = (fmap[0], fmap[1]);
+    if target % side != 0 || !(target / side).is_power_of_two() {
+        return Err(format!(
+            "the encoder's last feature map is {side}×{side} at {input_size} px, and the task's target is {target}×{target}: a power-of-two multiple is needed (change decode.size or the encoder's stages)"
+        ));
+    }
+    let mut ch = channels.min(256);
+    let mut head = vec![
+        HeadLayer::Conv {
+            out_channels: ch,
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: false,
+        },
+        HeadLayer::BatchNorm,
+        HeadLayer::Relu,
+    ];
+    let mut cur = side;
+    while cur < target {
+        ch = (ch / 2).max(DECODER_MIN_CHANNELS);
+        head.extend([
+            HeadLayer::Upsample { scale: 2 },
+            HeadLayer::Conv {
+                out_channels: ch,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                groups: 1,
+                bias: false,
+            },
+            HeadLayer::BatchNorm,
+            HeadLayer::Relu,
+        ]);
+        cur *= 2;
+    }
+    head.push(HeadLayer::Conv {
+        out_channels: out,
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+        groups: 1,
+        bias: true,
+    });
+    Ok(head)
+}
