@@ -7,6 +7,7 @@ bash scripts/setup.sh
 echo "building sslpipe (release; the first build takes several minutes)"
 cargo build --release --locked --quiet
 sslpipe="${CARGO_TARGET_DIR:-target}/release/sslpipe"
-"$sslpipe" run pipelines/embed.toml "$@"
+"$sslpipe" run pipelines/colorize.toml "$@"
 echo
-"$sslpipe" inspect out/embed --rows 3
+"$sslpipe" inspect out/colorize --rows 3
+echo "training curve: out/colorize/pretrain/curve.png, predictions: out/colorize/pretrain/predictions.png"

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 pub use locate::Locator;
 pub use plan::{
-    Budget, PretrainSpec, Schedule,
-    EmbedSpec, ExportSpec, ModelSpec, Normalization, OutputSpec, Pipeline, RuntimeSpec,
+    Budget, EmbedSpec, ExportSpec, ModelSpec, Normalization, OutputSpec, Pipeline, PretrainSpec,
+    RuntimeSpec, Schedule,
 };
 pub use raw::{EmbeddingType, OnError};
 

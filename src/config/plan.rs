@@ -443,7 +443,10 @@ fn check_pretrain(p: raw::PretrainSection, problems: &mut Problems) -> PretrainS
     if budget.steps == Some(0) {
         problems.add("pretrain.steps", "must be at least 1");
     }
-    for (field, v) in [("pretrain.epochs", budget.epochs), ("pretrain.minutes", budget.minutes)] {
+    for (field, v) in [
+        ("pretrain.epochs", budget.epochs),
+        ("pretrain.minutes", budget.minutes),
+    ] {
         if let Some(v) = v
             && !(v.is_finite() && v > 0.0)
         {

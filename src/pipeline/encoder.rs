@@ -64,9 +64,20 @@ pub fn load(plan: &Pipeline) -> Result<Encoder, PipelineError> {
 }
 
 /// The encoder from ONNX bytes made in this process (a pretrained built-in encoder).
-pub fn from_bytes(plan: &Pipeline, onnx: Vec<u8>, origin: String) -> Result<Encoder, PipelineError> {
+pub fn from_bytes(
+    plan: &Pipeline,
+    onnx: Vec<u8>,
+    origin: String,
+) -> Result<Encoder, PipelineError> {
     runtime::environment(plan.runtime.library.as_deref())?;
-    open(plan, onnx, origin, None, None, PathBuf::from("<pretrained encoder>"))
+    open(
+        plan,
+        onnx,
+        origin,
+        None,
+        None,
+        PathBuf::from("<pretrained encoder>"),
+    )
 }
 
 fn open(

@@ -133,9 +133,9 @@ fn run_source(
     };
     let result = loop {
         let order = Order {
-            shuffle: passes
-                .shuffle
-                .map(|seed| crate::rng::Rng::for_key(seed, &format!("shuffle/{}", emit.epoch)).next_u64()),
+            shuffle: passes.shuffle.map(|seed| {
+                crate::rng::Rng::for_key(seed, &format!("shuffle/{}", emit.epoch)).next_u64()
+            }),
             skip: if emit.epoch == passes.first_epoch {
                 passes.skip
             } else {

@@ -17,8 +17,8 @@ mod embed;
 mod encoder;
 mod engine;
 mod export;
-mod preview;
 pub mod pretrain;
+mod preview;
 mod progress;
 mod reorder;
 mod stats;
@@ -174,7 +174,10 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
             &pretrained.stages.iter().collect::<Vec<_>>(),
             started.elapsed(),
             Default::default(),
-            Some((crate::model::model_id(&onnx), format!("pretrained by {}", report.task))),
+            Some((
+                crate::model::model_id(&onnx),
+                format!("pretrained by {}", report.task),
+            )),
             false,
         );
         summary.pretrain = Some(report);

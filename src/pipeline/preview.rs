@@ -122,7 +122,9 @@ pub(crate) fn write_png(
             height as u32,
             image::ExtendedColorType::Rgb8,
         )
-        .map_err(|e| PipelineError::stage("preview", None, format!("cannot encode the PNG: {e}")))?;
+        .map_err(|e| {
+            PipelineError::stage("preview", None, format!("cannot encode the PNG: {e}"))
+        })?;
     crate::sink::write_atomically(out, &png)?;
     Ok(())
 }

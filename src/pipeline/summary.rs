@@ -137,8 +137,11 @@ impl fmt::Display for RunSummary {
                 }
             )?;
             if let Some(e) = &p.eval {
-                let metrics: Vec<String> =
-                    e.metrics.iter().map(|(m, v)| format!(", {m} {v:.3}")).collect();
+                let metrics: Vec<String> = e
+                    .metrics
+                    .iter()
+                    .map(|(m, v)| format!(", {m} {v:.3}"))
+                    .collect();
                 let baseline = e
                     .baseline
                     .map(|b| format!(" (input-independent baseline {b:.4})"))
@@ -152,7 +155,11 @@ impl fmt::Display for RunSummary {
                     metrics.concat()
                 )?;
             }
-            writeln!(f, "training log, curve and checkpoints: {}", p.dir.display())?;
+            writeln!(
+                f,
+                "training log, curve and checkpoints: {}",
+                p.dir.display()
+            )?;
         } else if let Some(task) = &self.pretext {
             writeln!(f, "pretext: {task}")?;
         }

@@ -151,7 +151,11 @@ mod tests {
         let path = t.path().join("train-images-idx3-ubyte");
         write_idx(&path, 50);
         let keys = |order| -> Vec<String> {
-            read(&path, order).unwrap().into_iter().map(|(k, _)| k).collect()
+            read(&path, order)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
         };
         let sorted = keys(Order::default());
         let a = keys(Order {
@@ -195,7 +199,11 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let e = read(&path, Order::default()).unwrap_err().to_string();
         assert!(e.contains("announces 4 images"), "{e}");
-        std::fs::write(&path, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        std::fs::write(
+            &path,
+            [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        )
+        .unwrap();
         let e = read(&path, Order::default()).unwrap_err().to_string();
         assert!(e.contains(".gz file must be unpacked"), "{e}");
     }

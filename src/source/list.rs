@@ -86,8 +86,13 @@ mod tests {
             }
         }
         let spec = SourceSpec::List { file: list };
-        crate::source::run(&spec, Order::default(), &StopFlag::default(), &mut C(&mut got))
-            .unwrap();
+        crate::source::run(
+            &spec,
+            Order::default(),
+            &StopFlag::default(),
+            &mut C(&mut got),
+        )
+        .unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].1.as_deref().unwrap(), b"A");
         assert!(got[1].1.as_ref().unwrap_err().contains("cannot read"));

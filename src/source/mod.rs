@@ -108,24 +108,39 @@ pub enum Subset {
     Without(Holdout),
 }
 
-/// The held-out keys: those whose hash falls below a threshold, so about `fraction` of any input
-/// is held out, and whether a key is does not depend on the other keys, the order or the seed.
+/// The held-out keys: those whose hash falls below a threshold. Whether a key is held out depends
+/// on the key alone (not on the order, the seed or the pass), so it is the same on every pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Holdout {
     threshold: u64,
 }
 
 impl Holdout {
-    /// Holds out about `fraction` (in [0, 1]) of the keys.
-    pub fn fraction(fraction: f64) -> Self {
-        let f = fraction.clamp(0.0, 1.0);
-        Holdout {
-            threshold: if f >= 1.0 { u64::MAX } else { (f * 2f64.powi(64)) as u64 },
-        }
+    /// The threshold that holds out exactly the `count` keys of `spec` with the smallest hashes
+    /// (fewer only if hashes collide). Lists the source once (nothing is read); 8 bytes a key.
+    pub fn choose(spec: &SourceSpec, count: u64, stop: &StopFlag) -> Result<Self, SourceError> {
+        let mut hashes = Vec::new();
+        list(spec, stop, &mut |key, _| {
+            hashes.push(Self::hash(&key));
+            true
+        })?;
+        let count = (count as usize).min(hashes.len());
+        let threshold = if count == 0 {
+            0
+        } else if count == hashes.len() {
+            u64::MAX
+        } else {
+            *hashes.select_nth_unstable(count).1
+        };
+        Ok(Holdout { threshold })
+    }
+
+    fn hash(key: &str) -> u64 {
+        crate::rng::Rng::for_key(0x4845_4c44_4f55_54, key).next_u64()
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        crate::rng::Rng::for_key(0x4845_4c44_4f55_54, key).next_u64() < self.threshold
+        Self::hash(key) < self.threshold
     }
 }
 
@@ -226,7 +241,8 @@ impl Pass<'_> {
         };
         let mut window = std::mem::take(&mut self.window);
         // A distinct stream per window, so window k of every epoch is shuffled independently.
-        let mut rng = crate::rng::Rng::new(seed ^ self.position.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            crate::rng::Rng::new(seed ^ self.position.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         for i in (1..window.len()).rev() {
             let j = rng.index(i + 1);
             window.swap(i, j);

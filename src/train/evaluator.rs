@@ -80,7 +80,8 @@ impl Evaluator {
         prediction: bool,
     ) -> Result<(StepOutput, Vec<f32>), TrainError> {
         let sig = &self.graph.signature;
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(sig.params.len() + 4);
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
+            Vec::with_capacity(sig.params.len() + 4);
         for p in &sig.params {
             let v = params.get(&p.name).ok_or_else(|| {
                 TrainError::Spec(format!("no value for `{}` to evaluate with", p.name))

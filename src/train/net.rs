@@ -562,7 +562,11 @@ impl Network {
             x = t.node("Reshape", &[&x, &shape], "tiles.concat", vec![])?;
         }
         for h in &self.head {
-            x = t.absorb(|g| emit_head_eval(g, &h.op, &x, &h.name))?;
+            x = match h.op {
+                // The static-shape form (Resize with `sizes`), which the tape can infer.
+                HeadOp::Upsample(_) => emit_head_train(t, &h.op, &x, &h.name, &mut Vec::new())?,
+                _ => t.absorb(|g| emit_head_eval(g, &h.op, &x, &h.name))?,
+            };
         }
         Ok(x)
     }

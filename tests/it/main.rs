@@ -5,4 +5,5 @@ mod cli;
 mod embed;
 mod pipelines;
 mod pretext;
+mod pretrain;
 mod support;

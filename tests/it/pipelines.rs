@@ -1,4 +1,5 @@
-//! Every pipeline shipped in `pipelines/` validates, and the README's main one runs end to end.
+//! Every pipeline shipped in `pipelines/` validates and runs on the bundled photos; the README's
+//! main one (`colorize.toml`) runs end to end exactly as shipped.
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,68 @@ fn every_shipped_pipeline_validates() {
 }
 
 #[test]
-fn the_main_pipeline_runs_end_to_end_on_the_bundled_photos() {
+fn the_main_pipeline_pretrains_and_embeds_the_bundled_photos() {
+    photos_present();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/colorize.toml");
+    let mut plan = sslpipe::config::load(&file).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    plan.output.dir = out.path().to_path_buf();
+    let summary = pipeline::run(&plan, RunOptions::default()).unwrap();
+    let pretrain = summary.pretrain.as_ref().expect("a pretraining pipeline");
+    assert_eq!(
+        pretrain.steps,
+        plan.pretrain.as_ref().unwrap().budget.steps.unwrap()
+    );
+    let eval = pretrain
+        .eval
+        .as_ref()
+        .expect("held-out images were evaluated");
+    assert!(
+        eval.loss.is_finite() && eval.baseline.is_some(),
+        "{summary}"
+    );
+    for artefact in ["log.csv", "curve.png", "predictions.png"] {
+        assert!(
+            out.path().join("pretrain").join(artefact).is_file(),
+            "{artefact}"
+        );
+    }
+    let rows = crate::support::read_features(out.path());
+    assert!(
+        rows.len() >= 10,
+        "the bundled photos are embedded: {summary}"
+    );
+    assert!(rows.iter().all(|r| r.pretext == "colorize"
+        && r.embedding.len() == 256
+        && r.embedding.iter().all(|v| v.is_finite())));
+}
+
+#[test]
+fn every_shipped_pretraining_pipeline_runs_a_few_steps() {
+    photos_present();
+    for file in shipped() {
+        let mut plan = sslpipe::config::load(&file).unwrap();
+        let Some(pretrain) = plan.pretrain.as_mut() else {
+            continue;
+        };
+        pretrain.budget.steps = Some(2);
+        pretrain.batch_size = 4;
+        let out = tempfile::tempdir().unwrap();
+        plan.output.dir = out.path().to_path_buf();
+        let summary = pipeline::run(&plan, RunOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(
+            summary.pretrain.as_ref().unwrap().steps,
+            2,
+            "{}",
+            file.display()
+        );
+        assert!(summary.images.ok >= 10, "{}: {summary}", file.display());
+    }
+}
+
+#[test]
+fn the_embed_only_pipeline_runs_on_the_bundled_photos() {
     photos_present();
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/embed.toml");
     let mut plan = sslpipe::config::load(&file).unwrap();

@@ -17,20 +17,33 @@ use crate::model::onnx::tensor_proto::DataType;
 use crate::model::{BuiltinEncoder, GraphBuilder, ModelError, ParamSet};
 use crate::train::{Network, Tap, TrainError};
 
-/// The exported encoder of `network` with `params` (see the module documentation).
+/// The exported encoder of `network` with `params` for `size × size` images (see the module
+/// documentation). The encoder is fully convolutional up to its global pooling, so weights
+/// trained on tiles, patches or views of another size serve whole images of the working size.
 pub fn encoder_onnx(
     network: &Network,
     params: &ParamSet,
     norm: &Normalization,
+    size: u32,
 ) -> Result<Vec<u8>, TrainError> {
-    let mut params = params.clone();
+    let encoder = BuiltinEncoder::new(network.spec().encoder.clone(), size)?;
+    let mut enc = ParamSet::new();
+    for spec in encoder.param_specs() {
+        let p = params
+            .get(&spec.name)
+            .ok_or_else(|| ModelError::MissingParam {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+            })?;
+        enc.push(p.name.clone(), p.shape.clone(), p.data.clone())?;
+    }
     if network.spec().tap == Tap::FeatureMap {
-        identity_projection(&mut params, network.encoder())?;
+        identity_projection(&mut enc, &encoder)?;
     }
-    if network.spec().encoder.in_channels == 1 {
-        return Ok(lightness_encoder(network.encoder(), &params, norm)?);
+    if encoder.spec().in_channels == 1 {
+        return Ok(lightness_encoder(&encoder, &enc, norm)?);
     }
-    network.encoder_onnx(&params)
+    Ok(encoder.to_onnx(&enc)?)
 }
 
 fn identity_projection(params: &mut ParamSet, encoder: &BuiltinEncoder) -> Result<(), TrainError> {
@@ -38,9 +51,9 @@ fn identity_projection(params: &mut ParamSet, encoder: &BuiltinEncoder) -> Resul
     let mut set = ParamSet::new();
     for p in params.iter() {
         let data = match p.name.as_str() {
-            "embed.weight" if p.shape == [d, d] => {
-                (0..d * d).map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 }).collect()
-            }
+            "embed.weight" if p.shape == [d, d] => (0..d * d)
+                .map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 })
+                .collect(),
             "embed.bias" => vec![0.0; p.data.len()],
             "embed.weight" => {
                 return Err(TrainError::Spec(format!(
@@ -73,10 +86,12 @@ fn lightness_encoder(
     ));
     let images = g.input(IMAGES_INPUT, DataType::Float, &Dim::batched(&[3, s, s]))?;
     for spec in encoder.param_specs() {
-        let p = params.get(&spec.name).ok_or_else(|| ModelError::MissingParam {
-            name: spec.name.clone(),
-            shape: spec.shape.clone(),
-        })?;
+        let p = params
+            .get(&spec.name)
+            .ok_or_else(|| ModelError::MissingParam {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+            })?;
         g.initializer_f32(&p.name, &p.shape, &p.data)?;
     }
     // x = images·std + mean (sRGB in [0, 1]); linearise; Y = 0.2126 R + 0.7152 G + 0.0722 B
@@ -98,7 +113,12 @@ fn lightness_encoder(
     let t = g.node("Add", &[&x, &a], "prelude.t", vec![])?;
     let t = g.node("Mul", &[&t, &div], "prelude.t_scaled", vec![])?;
     let lin_high = g.node("Pow", &[&t, &gamma], "prelude.lin_high", vec![])?;
-    let lin = g.node("Where", &[&is_high, &lin_high, &lin_low], "prelude.linear", vec![])?;
+    let lin = g.node(
+        "Where",
+        &[&is_high, &lin_high, &lin_low],
+        "prelude.linear",
+        vec![],
+    )?;
     let w = g.constant_f32("prelude.luma", &[1, 3, 1, 1], &[0.2126, 0.7152, 0.0722])?;
     let y = g.node("Conv", &[&lin, &w], "prelude.y", vec![])?;
     let eps = g.constant_f32("prelude.eps", &[], &[216.0 / 24389.0])?;
@@ -125,4 +145,66 @@ fn lightness_encoder(
         &Dim::batched(&[encoder.embedding_dim()]),
     )?;
     g.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EncoderSpec;
+    use crate::rng::Rng;
+    use crate::runtime::{SessionSettings, environment, session_from_bytes};
+    use ort::value::Tensor;
+
+    fn embed(onnx: &[u8], input: Vec<f32>, shape: [usize; 4]) -> Vec<f32> {
+        let env = environment(None).unwrap();
+        let mut session = session_from_bytes(env, &SessionSettings::default(), onnx).unwrap();
+        let tensor = Tensor::from_array((shape, input)).unwrap();
+        let out = session.run(ort::inputs![IMAGES_INPUT => tensor]).unwrap();
+        out[EMBEDDING_OUTPUT]
+            .try_extract_tensor::<f32>()
+            .unwrap()
+            .1
+            .to_vec()
+    }
+
+    /// The exported colorization encoder on RGB equals the trained 1-channel encoder on the L
+    /// channel the colorize task computes (`(L − 50) / 50`).
+    #[test]
+    fn the_lightness_prelude_feeds_the_encoder_what_training_fed_it() {
+        let s = 16;
+        let spec = EncoderSpec {
+            width: 4,
+            stages: vec![1],
+            embedding_dim: 8,
+            in_channels: 1,
+        };
+        let encoder = BuiltinEncoder::new(spec, s as u32).unwrap();
+        let params = encoder.init_params(5);
+        let norm = Normalization {
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        };
+        let mut rng = Rng::new(9);
+        let rgb: Vec<u8> = (0..s * s * 3).map(|_| rng.index(256) as u8).collect();
+        let mut chw = vec![0f32; 3 * s * s];
+        crate::decode::rgb_to_chw(&rgb, s, s, norm.mean, norm.std, &mut chw);
+        let mut l = vec![0f32; s * s];
+        let mut ab = vec![0f32; 2 * s * s];
+        crate::pretext::lab::rgb8_to_lab_into(&rgb, &mut l, &mut ab);
+        let l: Vec<f32> = l.iter().map(|v| (v - 50.0) / 50.0).collect();
+
+        let exported = lightness_encoder(&encoder, &params, &norm).unwrap();
+        let via_prelude = embed(&exported, chw, [1, 3, s, s]);
+        let direct = embed(&encoder.to_onnx(&params).unwrap(), l, [1, 1, s, s]);
+        let diff = via_prelude
+            .iter()
+            .zip(&direct)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = direct.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            diff <= 1e-3 * scale.max(1.0),
+            "max difference {diff} (scale {scale})"
+        );
+    }
 }

@@ -52,7 +52,9 @@ fn u8s<'a>(t: &'a [TensorData], i: usize, what: &str) -> Result<&'a [u8], TrainE
 fn f32s<'a>(t: &'a [TensorData], i: usize, what: &str) -> Result<&'a [f32], TrainError> {
     match t.get(i) {
         Some(TensorData::F32(v)) => Ok(v),
-        _ => Err(TrainError::Spec(format!("pretext {what} {i} is not float32"))),
+        _ => Err(TrainError::Spec(format!(
+            "pretext {what} {i} is not float32"
+        ))),
     }
 }
 fn i64s<'a>(t: &'a [TensorData], i: usize, what: &str) -> Result<&'a [i64], TrainError> {
@@ -162,26 +164,47 @@ impl Feed {
         match &self.kind {
             FeedKind::Classify => {
                 let labels = i64s(targets, 0, "target")?;
-                slot(dst.input_i64_mut(LABELS_INPUT)?, b, i, labels.len(), LABELS_INPUT)?
-                    .copy_from_slice(labels);
+                slot(
+                    dst.input_i64_mut(LABELS_INPUT)?,
+                    b,
+                    i,
+                    labels.len(),
+                    LABELS_INPUT,
+                )?
+                .copy_from_slice(labels);
             }
             FeedKind::Views => {}
             FeedKind::ColorBins { bins } => {
                 let index = i64s(targets, 1, "target")?;
                 let weight = f32s(targets, 2, "target")?;
                 let cells = i64s(targets, 0, "target")?.len();
-                let d = slot(dst.input_f32_mut(TARGETS_INPUT)?, b, i, bins * cells, TARGETS_INPUT)?;
+                let d = slot(
+                    dst.input_f32_mut(TARGETS_INPUT)?,
+                    b,
+                    i,
+                    bins * cells,
+                    TARGETS_INPUT,
+                )?;
                 d.fill(0.0);
                 for (j, (&q, &w)) in index.iter().zip(weight).enumerate() {
-                    let q = usize::try_from(q).ok().filter(|q| q < bins).ok_or_else(|| {
-                        TrainError::Spec(format!("colour bin {q} is not below {bins}"))
-                    })?;
+                    let q = usize::try_from(q)
+                        .ok()
+                        .filter(|q| q < bins)
+                        .ok_or_else(|| {
+                            TrainError::Spec(format!("colour bin {q} is not below {bins}"))
+                        })?;
                     d[q * cells + j % cells] += w;
                 }
             }
             FeedKind::ColorAb => {
                 let ab = f32s(targets, 0, "target")?;
-                let d = slot(dst.input_f32_mut(TARGETS_INPUT)?, b, i, ab.len(), TARGETS_INPUT)?;
+                let d = slot(
+                    dst.input_f32_mut(TARGETS_INPUT)?,
+                    b,
+                    i,
+                    ab.len(),
+                    TARGETS_INPUT,
+                )?;
                 for (d, &v) in d.iter_mut().zip(ab) {
                     *d = v / 100.0;
                 }
@@ -189,18 +212,29 @@ impl Feed {
             }
             FeedKind::Inpaint => {
                 let px = u8s(targets, 0, "target")?;
-                let d = slot(dst.input_f32_mut(TARGETS_INPUT)?, b, i, px.len(), TARGETS_INPUT)?;
+                let d = slot(
+                    dst.input_f32_mut(TARGETS_INPUT)?,
+                    b,
+                    i,
+                    px.len(),
+                    TARGETS_INPUT,
+                )?;
                 normalise_into(d, px, self.plane, norm);
                 let w = f32s(targets, 1, "target")?;
-                slot(dst.input_f32_mut(MASK_INPUT)?, b, i, w.len(), MASK_INPUT)?
-                    .copy_from_slice(w);
+                slot(dst.input_f32_mut(MASK_INPUT)?, b, i, w.len(), MASK_INPUT)?.copy_from_slice(w);
             }
             FeedKind::Mask { size, patch } => {
                 let (s, p) = (*size, *patch);
                 let g = s / p;
                 let patches = f32s(targets, 0, "target")?;
                 let weight = f32s(targets, 1, "target")?;
-                let d = slot(dst.input_f32_mut(TARGETS_INPUT)?, b, i, 3 * s * s, TARGETS_INPUT)?;
+                let d = slot(
+                    dst.input_f32_mut(TARGETS_INPUT)?,
+                    b,
+                    i,
+                    3 * s * s,
+                    TARGETS_INPUT,
+                )?;
                 if patches.len() != g * g * p * p * 3 || weight.len() != g * g {
                     return Err(TrainError::Spec(format!(
                         "mask targets have {} patch values and {} weights, expected {} and {}",
@@ -322,5 +356,143 @@ impl Baseline {
             return (den > 0.0).then(|| num / den);
         }
         self.classes.map(|k| (k as f64).ln())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretext::mask::MaskConfig;
+    use ort::value::{DynTensor, Tensor};
+
+    /// Host buffers named like a train step's batch inputs.
+    struct Host(Vec<(&'static str, DynTensor)>);
+    impl BatchInputs for Host {
+        fn batch_tensor(&mut self, name: &str) -> Result<&mut DynTensor, TrainError> {
+            self.0
+                .iter_mut()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| TrainError::Spec(name.into()))
+        }
+    }
+    fn zeros(shape: &[usize]) -> DynTensor {
+        crate::runtime::environment(None).unwrap();
+        Tensor::from_array((shape.to_vec(), vec![0f32; shape.iter().product()]))
+            .unwrap()
+            .upcast()
+    }
+
+    #[test]
+    fn mae_patches_are_laid_back_onto_the_image_grid_with_their_weights() {
+        let (s, p) = (4, 2);
+        let config = TaskConfig::Mask(MaskConfig {
+            patch: p,
+            ..Default::default()
+        });
+        let feed = Feed::for_task(&config, s, &[3, s, s], 2).unwrap();
+        let mut host = Host(vec![
+            (IMAGES, zeros(&[2, 3, s, s])),
+            (TARGETS_INPUT, zeros(&[2, 3, s, s])),
+            (MASK_INPUT, zeros(&[2, 1, s, s])),
+        ]);
+        // Patch k, value j of (row, column, channel) order: 100k + j.
+        let patches: Vec<f32> = (0..4)
+            .flat_map(|k| (0..12).map(move |j| (100 * k + j) as f32))
+            .collect();
+        let sample = PretextSample {
+            inputs: vec![
+                TensorData::U8(vec![0; 3 * s * s]),
+                TensorData::U8(vec![0; 4]),
+            ],
+            targets: vec![
+                TensorData::F32(patches),
+                TensorData::F32(vec![1.0, 0.0, 0.0, 1.0]),
+            ],
+        };
+        let norm = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        feed.fill(&sample, 1, &norm, &mut host).unwrap();
+        let t = host.input_f32_mut(TARGETS_INPUT).unwrap()[3 * s * s..].to_vec();
+        // Pixel (y=3, x=2) is in patch 3 (bottom right) at (yy=1, xx=0); channel 2: j = 1·6 + 0·3 + 2.
+        assert_eq!(t[2 * s * s + 3 * s + 2], 308.0);
+        // Pixel (y=0, x=1), patch 0, (0, 1), channel 0: j = 3.
+        assert_eq!(t[1], 3.0);
+        let m = host.input_f32_mut(MASK_INPUT).unwrap()[s * s..].to_vec();
+        assert_eq!(
+            m,
+            [
+                1., 1., 0., 0., 1., 1., 0., 0., 0., 0., 1., 1., 0., 0., 1., 1.
+            ]
+        );
+        assert!(
+            host.input_f32_mut(MASK_INPUT).unwrap()[..s * s]
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+
+        // The masked-L2 baseline: predicting each channel's weighted mean.
+        let mut b = Baseline::new(&feed, None);
+        b.add(&feed, 2, &mut host).unwrap();
+        let (mut num, mut den) = (0.0, 0.0);
+        for c in 0..3 {
+            let vals: Vec<f64> = (0..s * s)
+                .filter(|&j| m[j] > 0.0)
+                .map(|j| f64::from(t[c * s * s + j]))
+                .collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            num += vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
+            den += vals.len() as f64;
+        }
+        assert!((b.loss().unwrap() - num / den).abs() < 1e-9);
+    }
+
+    #[test]
+    fn soft_colour_bins_become_a_dense_distribution_per_cell() {
+        let config = TaskConfig::Colorize(Default::default());
+        let size = 8;
+        let feed = Feed::for_task(&config, size, &[1, size, size], 1).unwrap();
+        let FeedKind::ColorBins { bins } = feed.kind else {
+            panic!("bins expected")
+        };
+        let cells = 4; // downsample 4: 2×2 target cells
+        let mut host = Host(vec![
+            (IMAGES, zeros(&[1, 1, size, size])),
+            (TARGETS_INPUT, zeros(&[1, bins, 2, 2])),
+        ]);
+        let index: Vec<i64> = (0..5 * cells).map(|i| (i % 7) as i64).collect();
+        let weight: Vec<f32> = (0..5 * cells)
+            .map(|i| 0.1 * (i / cells + 1) as f32)
+            .collect();
+        let sample = PretextSample {
+            inputs: vec![TensorData::F32(vec![25.0; size * size])],
+            targets: vec![
+                TensorData::I64(vec![0; cells]),
+                TensorData::I64(index.clone()),
+                TensorData::F32(weight.clone()),
+            ],
+        };
+        let norm = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        feed.fill(&sample, 0, &norm, &mut host).unwrap();
+        assert!(
+            host.input_f32_mut(IMAGES)
+                .unwrap()
+                .iter()
+                .all(|&v| v == 0.5)
+        );
+        let dense = host.input_f32_mut(TARGETS_INPUT).unwrap().to_vec();
+        for cell in 0..cells {
+            let mut expected = vec![0f32; bins];
+            for j in 0..5 {
+                expected[index[j * cells + cell] as usize] += weight[j * cells + cell];
+            }
+            let got: Vec<f32> = (0..bins).map(|q| dense[q * cells + cell]).collect();
+            assert_eq!(got, expected, "cell {cell}");
+        }
     }
 }

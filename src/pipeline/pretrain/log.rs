@@ -121,8 +121,16 @@ impl TrainLog {
         cells.push(opt(row.eval_loss));
         cells.extend((0..self.metrics.len()).map(|i| metric(&row.eval_metrics, i)));
         cells.push(opt(row.baseline));
-        cells.push(row.images_per_s.map(|v| format!("{v:.1}")).unwrap_or_default());
-        cells.push(row.input_wait.map(|v| format!("{v:.3}")).unwrap_or_default());
+        cells.push(
+            row.images_per_s
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_default(),
+        );
+        cells.push(
+            row.input_wait
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_default(),
+        );
         writeln!(self.file, "{}", cells.join(",")).map_err(|e| io_err(&self.path, e))?;
         self.file.flush().map_err(|e| io_err(&self.path, e))?;
         if let Some(l) = row.loss {
@@ -146,7 +154,12 @@ impl TrainLog {
             .train_points
             .iter()
             .map(|p| p.1)
-            .chain(self.eval_points.iter().flat_map(|p| [Some(p.1), p.2]).flatten())
+            .chain(
+                self.eval_points
+                    .iter()
+                    .flat_map(|p| [Some(p.1), p.2])
+                    .flatten(),
+            )
             .filter(|v| v.is_finite());
         let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
@@ -160,7 +173,11 @@ impl TrainLog {
             .unwrap_or(1)
             .max(1);
         if lo.is_finite() {
-            let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
+            let (lo, hi) = if hi > lo {
+                (lo, hi)
+            } else {
+                (lo - 0.5, hi + 0.5)
+            };
             let x_of = |s: u64| left + (s as f64 / last as f64 * (pw - 1) as f64) as usize;
             let y_of = |v: f64| top + ((hi - v) / (hi - lo) * (ph - 1) as f64) as usize;
             let line = |c: &mut Canvas, pts: &[(usize, usize)], color: [u8; 3], dot: usize| {
@@ -174,7 +191,13 @@ impl TrainLog {
                     }
                 }
                 for &(x, y) in pts {
-                    c.fill_rect(x.saturating_sub(dot / 2), y.saturating_sub(dot / 2), dot, dot, color);
+                    c.fill_rect(
+                        x.saturating_sub(dot / 2),
+                        y.saturating_sub(dot / 2),
+                        dot,
+                        dot,
+                        color,
+                    );
                 }
             };
             let base: Vec<(usize, usize)> = self
@@ -183,11 +206,17 @@ impl TrainLog {
                 .filter_map(|p| p.2.map(|b| (x_of(p.0), y_of(b))))
                 .collect();
             line(&mut c, &base, [160, 160, 160], 0);
-            let train: Vec<(usize, usize)> =
-                self.train_points.iter().map(|p| (x_of(p.0), y_of(p.1))).collect();
+            let train: Vec<(usize, usize)> = self
+                .train_points
+                .iter()
+                .map(|p| (x_of(p.0), y_of(p.1)))
+                .collect();
             line(&mut c, &train, [40, 90, 200], 0);
-            let eval: Vec<(usize, usize)> =
-                self.eval_points.iter().map(|p| (x_of(p.0), y_of(p.1))).collect();
+            let eval: Vec<(usize, usize)> = self
+                .eval_points
+                .iter()
+                .map(|p| (x_of(p.0), y_of(p.1)))
+                .collect();
             line(&mut c, &eval, [240, 120, 20], 6);
             c.digits(4, top, &format!("{hi:.3}"), 2, draw::BLACK);
             c.digits(4, top + ph - 10, &format!("{lo:.3}"), 2, draw::BLACK);

@@ -183,7 +183,10 @@ pub fn run(
     options: &RunOptions,
     resume: bool,
 ) -> Result<Pretrained, PipelineError> {
-    let spec = plan.pretrain.clone().ok_or_else(|| stage_err("no [pretrain] section"))?;
+    let spec = plan
+        .pretrain
+        .clone()
+        .ok_or_else(|| stage_err("no [pretrain] section"))?;
     let Model { task, network } = model(plan).map_err(stage_err)?;
     let env = crate::runtime::environment(plan.runtime.library.as_deref())?;
     let dir = plan.output.dir.join(DIR);
@@ -240,11 +243,7 @@ pub fn run(
     let never = StopFlag::default();
     let total = crate::source::count(&plan.source, Subset::All, &never)?;
     let wanted = spec.holdout.min(total / 10);
-    let holdout = Holdout::fraction(if total == 0 {
-        0.0
-    } else {
-        wanted as f64 / total as f64
-    });
+    let holdout = Holdout::choose(&plan.source, wanted, &never)?;
     let train_images = crate::source::count(&plan.source, Subset::Without(holdout), &never)?;
     if train_images == 0 {
         return Err(stage_err(format!(
@@ -374,7 +373,15 @@ pub fn run(
     let encoder_onnx = if report.interrupted {
         None
     } else {
-        Some(encoder_onnx(&network, &params, &plan.model.normalization()).map_err(train_err)?)
+        Some(
+            encoder_onnx(
+                &network,
+                &params,
+                &plan.model.normalization(),
+                plan.decode.size,
+            )
+            .map_err(train_err)?,
+        )
     };
     Ok(Pretrained {
         encoder_onnx,
@@ -405,13 +412,11 @@ fn collect_heldout(
     impl Emit for Collect<'_> {
         fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
             let mut rgb = Vec::new();
-            let decoded = bytes
-                .map_err(|r| ("read", r))
-                .and_then(|b| {
-                    self.decoder
-                        .decode_into(&b, &mut rgb)
-                        .map_err(|e| ("decode", e.to_string()))
-                });
+            let decoded = bytes.map_err(|r| ("read", r)).and_then(|b| {
+                self.decoder
+                    .decode_into(&b, &mut rgb)
+                    .map_err(|e| ("decode", e.to_string()))
+            });
             match decoded {
                 Ok(_) => {
                     let view = RgbView {
@@ -504,7 +509,10 @@ struct Interval {
 }
 
 impl TrainLoop {
-    fn run(mut self, items: Receiver<Decoded<PretextSample>>) -> Result<TrainOutcome, PipelineError> {
+    fn run(
+        mut self,
+        items: Receiver<Decoded<PretextSample>>,
+    ) -> Result<TrainOutcome, PipelineError> {
         let started = Instant::now();
         let seconds_before = self.state.seconds;
         let mut clock = Clock::default();
@@ -536,11 +544,12 @@ impl TrainLoop {
             interval.wait += waited;
             let busy_from = Instant::now();
             let mut ready = Vec::new();
-            reorder.push::<()>(item.seq, item, |d| {
-                ready.push(d);
-                Ok(())
-            })
-            .ok();
+            reorder
+                .push::<()>(item.seq, item, |d| {
+                    ready.push(d);
+                    Ok(())
+                })
+                .ok();
             for d in ready {
                 if d.epoch != pass {
                     if pass_images == 0 {

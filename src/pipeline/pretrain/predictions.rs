@@ -57,8 +57,16 @@ pub fn write(
         let (seen, predicted) = match &colorize {
             Some(task) => colour_panels(task, feed, &h.sample.inputs, p, s),
             None => {
-                let mask = evaluator.input_f32_mut(crate::train::loss::MASK_INPUT).map_err(train_err)?;
-                inpaint_panels(&h.sample.inputs, p, &mask[i * s * s..(i + 1) * s * s], norm, s)
+                let mask = evaluator
+                    .input_f32_mut(crate::train::loss::MASK_INPUT)
+                    .map_err(train_err)?;
+                inpaint_panels(
+                    &h.sample.inputs,
+                    p,
+                    &mask[i * s * s..(i + 1) * s * s],
+                    norm,
+                    s,
+                )
             }
         };
         let gap = 4;

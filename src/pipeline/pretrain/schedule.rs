@@ -89,7 +89,9 @@ impl Plan {
             Schedule::Cosine => {
                 let p = self.progress(used).clamp(0.0, 1.0);
                 s.min_lr as f64
-                    + (s.lr as f64 - s.min_lr as f64) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+                    + (s.lr as f64 - s.min_lr as f64)
+                        * 0.5
+                        * (1.0 + (std::f64::consts::PI * p).cos())
             }
         };
         (base * warm) as f32
