@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end throughput and memory of `sslpipe run` on the photo corpus, next to the decode+resize
 # stage alone, in alternation (the machine is shared and noisy: read medians and ratios).
-#   scripts/bench-embed.sh [REPS]      (needs scripts/fetch-corpus.sh to have run)
+#   scripts/bench-embed.sh [REPS] [WIDTH]   (needs scripts/fetch-corpus.sh to have run)
+# WIDTH: the built-in encoder's `[model] width` (default 32; 8 is the small encoder that
+# scripts/bench-compare.sh uses). Against Python pipelines: scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
+width=${2:-32}
 corpus=data/corpus
 [ -d "$corpus" ] || { echo "no $corpus: run scripts/fetch-corpus.sh first" >&2; exit 1; }
 cargo build --release --quiet --bin sslpipe --example decode_only
@@ -19,6 +22,9 @@ kind = "dir"
 path = "$PWD/$corpus"
 [decode]
 size = $size
+[model]
+kind = "builtin"
+width = $width
 [embed]
 batch_size = 64
 [output]
@@ -33,8 +39,8 @@ TOML
       | python3 -c "import json,sys; print(json.load(sys.stdin)['images_per_s'])" >> "$work/dec$size"
   done
   e2e=$(median < "$work/e2e$size"); dec=$(median < "$work/dec$size"); rss=$(median < "$work/rss$size")
-  printf '%s px: end to end %.0f img/s (median of %s), decode+resize alone on 2 threads %.0f img/s, ratio %.2f, peak RSS %s MB\n' \
-    "$size" "$e2e" "$reps" "$dec" "$(python3 -c "print($e2e/$dec)")" "$rss"
+  printf '%s px, encoder width %s: end to end %.0f img/s (median of %s), decode+resize alone on 2 threads %.0f img/s, ratio %.2f, peak RSS %s MB\n' \
+    "$size" "$width" "$e2e" "$reps" "$dec" "$(python3 -c "print($e2e/$dec)")" "$rss"
   python3 - "$work/summary.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

@@ -22,6 +22,15 @@
 //! - **Deterministic**: the same bytes and settings give the same output bytes on every run and
 //!   thread (the golden-checksum test pins the resize path).
 //!
+//! **JPEG at reduced scale.** When the working size is at most a quarter of a JPEG's shorter side,
+//! the file is decoded at 1/4 or 1/8 scale in the DCT domain (see `jpeg.rs`: the largest
+//! reduction that keeps the shorter side ≥ `size`) and the centred square of that smaller image is
+//! resized as above — the same square of the scene, so the output differs from the full-size path
+//! only by the filtering (about one level of 255 on average; a test pins the tolerance). Grey,
+//! progressive and EXIF-oriented JPEGs take this path too; CMYK/YCCK files, and any file the
+//! scaled decoder reports a problem with, are decoded at full size exactly as before. The pixel
+//! limit is checked from the header first either way. [`Decoder::set_dct_scaling`] turns it off.
+//!
 //! Orientation is applied to the small output, not to the full-size image: the centred square of
 //! a rotated/flipped image is the rotated/flipped centred square, and the resampling filters are
 //! symmetric, so rotating the `size×size` result is equivalent (bit-exact for flips and 180°,
@@ -174,6 +183,8 @@ pub struct Decoder {
     narrowed: Vec<u8>,
     /// The resized square before orientation / channel fix-up (`size²·channels`).
     small: Vec<u8>,
+    /// Decode JPEGs at 1/4 or 1/8 scale when the working size allows (on by default).
+    dct_scaling: bool,
 }
 
 impl Decoder {
@@ -189,11 +200,18 @@ impl Decoder {
             decoded: Vec::new(),
             narrowed: Vec::new(),
             small: Vec::new(),
+            dct_scaling: true,
         }
     }
 
     pub fn settings(&self) -> &DecodeSettings {
         &self.settings
+    }
+
+    /// Turns decoding JPEGs at reduced scale on (the default) or off. Off, every JPEG is decoded
+    /// at full size before the resize: slower, for comparisons and benchmarks.
+    pub fn set_dct_scaling(&mut self, on: bool) {
+        self.dct_scaling = on;
     }
 
     /// Decodes `bytes`, applies EXIF orientation, converts to RGB8, resizes the shorter side to
@@ -239,6 +257,7 @@ impl Decoder {
             height,
             pixel_type: PixelType::U8x3,
             channels: 3,
+            crop: centre_square(width, height),
         };
         self.resize_oriented(src, Orientation::NoTransforms, out, "rgb8")
     }
@@ -321,6 +340,42 @@ impl Decoder {
             return Ok(info);
         }
 
+        // A JPEG much larger than the working size: decode at 1/4 or 1/8 scale (DCT domain) and
+        // resize the same centred square from the smaller image.
+        if image_format == ImageFormat::Jpeg
+            && self.dct_scaling
+            && let Some(reduction) = jpeg::reduction(width, height, size)
+            && let Some(scaled) = jpeg::decode_scaled(bytes, reduction, &mut self.decoded)
+        {
+            let (left, top, side) = centre_square(width, height);
+            let f = 1.0 / f64::from(reduction);
+            let (pixel_type, channels) = if scaled.channels == 1 {
+                (PixelType::U8, 1)
+            } else {
+                (PixelType::U8x3, 3)
+            };
+            let len = scaled.width as usize * scaled.height as usize * channels;
+            let src = Source {
+                buf: &self.decoded[..len],
+                width: scaled.width,
+                height: scaled.height,
+                pixel_type,
+                channels,
+                crop: (left * f, top * f, side * f),
+            };
+            resize_oriented_with(
+                &mut self.resizer,
+                &mut self.small,
+                self.settings.filter,
+                size,
+                src,
+                orientation,
+                out,
+                format,
+            )?;
+            return Ok(info);
+        }
+
         ensure_len(&mut self.decoded, total);
         decoder
             .read_image(&mut self.decoded[..])
@@ -365,6 +420,7 @@ impl Decoder {
             height,
             pixel_type,
             channels,
+            crop: centre_square(width, height),
         };
         resize_oriented_with(
             &mut self.resizer,
@@ -433,6 +489,19 @@ struct Source<'a> {
     height: u32,
     pixel_type: PixelType,
     channels: usize,
+    /// The square to resize, `(left, top, side)` in source pixels (fractional for a JPEG decoded
+    /// at reduced scale: the full-size image's centred square, scaled).
+    crop: (f64, f64, f64),
+}
+
+/// The centred square of a `width×height` image: `(left, top, side)`.
+fn centre_square(width: u32, height: u32) -> (f64, f64, f64) {
+    let side = width.min(height);
+    (
+        f64::from((width - side) / 2),
+        f64::from((height - side) / 2),
+        f64::from(side),
+    )
 }
 
 /// Centre-square crop + resize to `size×size` in one resizer call, then orientation and channel
@@ -453,18 +522,11 @@ fn resize_oriented_with(
         reason: format!("resize failed: {e}"),
     };
     let n = size as usize;
-    let side = src.width.min(src.height);
-    let left = (src.width - side) / 2;
-    let top = (src.height - side) / 2;
+    let (left, top, side) = src.crop;
     let options = ResizeOptions::new()
         .resize_alg(filter.algorithm())
         .use_alpha(false)
-        .crop(
-            f64::from(left),
-            f64::from(top),
-            f64::from(side),
-            f64::from(side),
-        );
+        .crop(left, top, side, side);
     let src_image = ImageRef::new(src.width, src.height, src.buf, src.pixel_type)
         .map_err(|e| resize_err(&e))?;
 

@@ -797,3 +797,229 @@ fn decoder_can_move_to_a_worker_thread() {
     let (info, len) = handle.join().unwrap().unwrap();
     assert_eq!((info.width, info.height, len), (50, 40, 16 * 16 * 3));
 }
+
+// ---------------------------------------------------------------- JPEG at reduced scale
+
+/// A JPEG written by libjpeg (mozjpeg) itself: progressive or not, in any input colour space.
+fn libjpeg_encode(
+    pixels: &[u8],
+    w: usize,
+    h: usize,
+    space: mozjpeg::ColorSpace,
+    progressive: bool,
+) -> Vec<u8> {
+    let mut c = mozjpeg::Compress::new(space);
+    c.set_size(w, h);
+    c.set_quality(92.0);
+    if progressive {
+        c.set_progressive_mode();
+    } else {
+        c.set_fastest_defaults(); // baseline, plain Huffman tables
+    }
+    let mut c = c.start_compress(Vec::new()).unwrap();
+    c.write_scanlines(pixels).unwrap();
+    c.finish().unwrap()
+}
+
+/// Decodes with DCT scaling on and off: (info on, out on, out off). Both must succeed.
+fn scaled_and_full(bytes: &[u8], size: u32) -> (SourceInfo, Vec<u8>, Vec<u8>) {
+    let mut on = Decoder::new(DecodeSettings::with_size(size));
+    let mut off = Decoder::new(DecodeSettings::with_size(size));
+    off.set_dct_scaling(false);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let info = on.decode_into(bytes, &mut a).unwrap();
+    assert_eq!(off.decode_into(bytes, &mut b).unwrap(), info);
+    (info, a, b)
+}
+
+#[test]
+fn reduction_is_the_largest_that_keeps_the_shorter_side() {
+    assert_eq!(jpeg::reduction(640, 480, 96), Some(4)); // 120 ≥ 96, 60 < 96
+    assert_eq!(jpeg::reduction(480, 640, 120), Some(4)); // exactly 120
+    assert_eq!(jpeg::reduction(640, 480, 121), None); // only 1/2 would fit: full-size decoder
+    assert_eq!(jpeg::reduction(1600, 1200, 96), Some(8));
+    assert_eq!(jpeg::reduction(1600, 1200, 150), Some(8)); // exactly 150
+    assert_eq!(jpeg::reduction(1600, 1200, 151), Some(4));
+    assert_eq!(jpeg::reduction(100_000, 3, 1), None);
+}
+
+#[test]
+fn scaled_jpeg_is_close_to_the_full_size_decode() {
+    // 1/4 (640x480 → 96, 4:2:0 from `image`'s encoder), 1/8 (1600x1000 → 96), landscape and
+    // portrait, baseline and progressive (libjpeg's encoder).
+    let cases: Vec<(Vec<u8>, u32, &str)> = vec![
+        (
+            encode(
+                &DynamicImage::ImageRgb8(photo_like(640, 480, 7)),
+                ImageFormat::Jpeg,
+            ),
+            96,
+            "1/4 landscape",
+        ),
+        (
+            encode(
+                &DynamicImage::ImageRgb8(photo_like(480, 640, 8)),
+                ImageFormat::Jpeg,
+            ),
+            112,
+            "1/4 portrait",
+        ),
+        (
+            encode(
+                &DynamicImage::ImageRgb8(photo_like(1600, 1000, 9)),
+                ImageFormat::Jpeg,
+            ),
+            96,
+            "1/8",
+        ),
+        (
+            libjpeg_encode(
+                photo_like(700, 520, 10).as_raw(),
+                700,
+                520,
+                mozjpeg::ColorSpace::JCS_RGB,
+                true,
+            ),
+            100,
+            "1/4 progressive",
+        ),
+        (
+            libjpeg_encode(
+                photo_like(700, 520, 11).as_raw(),
+                700,
+                520,
+                mozjpeg::ColorSpace::JCS_RGB,
+                false,
+            ),
+            64,
+            "1/8 baseline libjpeg",
+        ),
+    ];
+    for (bytes, size, name) in &cases {
+        let mut d = Decoder::new(DecodeSettings::with_size(*size));
+        let mut scratch = Vec::new();
+        let mut dims = image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .unwrap();
+        dims.no_limits();
+        let (w, h) = dims.into_dimensions().unwrap();
+        let r = jpeg::reduction(w, h, *size).expect("the case is meant for the scaled path");
+        assert!(
+            jpeg::decode_scaled(bytes, r, &mut scratch).is_some(),
+            "{name}: scaled path not taken"
+        );
+        let (info, scaled, full) = scaled_and_full(bytes, *size);
+        assert_eq!((info.width, info.height), (w, h), "{name}");
+        let (max, mean) = max_and_mean_diff(&scaled, &full);
+        assert!(
+            mean <= 1.5 && max <= 24,
+            "{name}: mean {mean:.2}, max {max}"
+        );
+        d.decode_into(bytes, &mut scratch).unwrap();
+        assert_eq!(scratch, scaled, "{name}: deterministic");
+    }
+}
+
+#[test]
+fn scaled_path_keeps_orientation_grey_and_geometry() {
+    // Orientation: every EXIF value gives what the full-size path gives.
+    let plain = encode(
+        &DynamicImage::ImageRgb8(photo_like(640, 400, 12)),
+        ImageFormat::Jpeg,
+    );
+    for exif in 1..=8u16 {
+        let (info, scaled, full) = scaled_and_full(&with_exif_orientation(&plain, exif), 80);
+        let swapped = matches!(exif, 5..=8);
+        assert_eq!(
+            (info.width, info.height),
+            if swapped { (400, 640) } else { (640, 400) }
+        );
+        let (max, mean) = max_and_mean_diff(&scaled, &full);
+        assert!(
+            mean <= 1.5 && max <= 24,
+            "orientation {exif}: mean {mean:.2}, max {max}"
+        );
+    }
+    // Grey JPEG (one component): decoded as grey at 1/4, replicated to R=G=B.
+    let grey = DynamicImage::ImageRgb8(photo_like(512, 512, 13)).to_luma8();
+    let bytes = libjpeg_encode(
+        grey.as_raw(),
+        512,
+        512,
+        mozjpeg::ColorSpace::JCS_GRAYSCALE,
+        false,
+    );
+    let mut buf = Vec::new();
+    let s = jpeg::decode_scaled(&bytes, 4, &mut buf).unwrap();
+    assert_eq!((s.width, s.height, s.channels), (128, 128, 1));
+    let (_, scaled, full) = scaled_and_full(&bytes, 96);
+    assert!(scaled.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+    let (max, mean) = max_and_mean_diff(&scaled, &full);
+    assert!(mean <= 1.5 && max <= 24, "grey: mean {mean:.2}, max {max}");
+    // Geometry: the left/right halves split exactly in the middle of the output, as at full size.
+    let img = DynamicImage::ImageRgb8(halves(960, 600, [250, 10, 10], [10, 10, 250]));
+    let (_, scaled, full) = scaled_and_full(&encode(&img, ImageFormat::Jpeg), 64);
+    for y in [0, 31, 63] {
+        for x in [0, 30, 33, 63] {
+            assert!(
+                close(px(&scaled, 64, x, y), px(&full, 64, x, y), 6),
+                "({x},{y})"
+            );
+        }
+    }
+}
+
+#[test]
+fn cmyk_and_bad_jpegs_fall_back_to_the_full_size_decoder() {
+    // CMYK (Adobe) JPEG: libjpeg is not asked to convert it; the output is the full-size path's.
+    let (w, h) = (400, 320);
+    let cmyk: Vec<u8> = photo_like(w, h, 14)
+        .pixels()
+        .flat_map(|p| [255 - p[0], 255 - p[1], 255 - p[2], 30])
+        .collect();
+    let bytes = libjpeg_encode(
+        &cmyk,
+        w as usize,
+        h as usize,
+        mozjpeg::ColorSpace::JCS_CMYK,
+        false,
+    );
+    assert!(jpeg::decode_scaled(&bytes, 4, &mut Vec::new()).is_none());
+    let (_, scaled, full) = scaled_and_full(&bytes, 64);
+    assert_eq!(scaled, full);
+
+    // Damaged entropy data: whatever libjpeg makes of it, the verdict (and on failure the
+    // message) is the full-size decoder's, and nothing panics.
+    let good = encode(
+        &DynamicImage::ImageRgb8(photo_like(640, 480, 15)),
+        ImageFormat::Jpeg,
+    );
+    let mut rng = Rng(0xbad);
+    let (mut on, mut off) = (
+        Decoder::new(DecodeSettings::with_size(64)),
+        Decoder::new(DecodeSettings::with_size(64)),
+    );
+    off.set_dct_scaling(false);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..40 {
+        let mut bad = good.clone();
+        for _ in 0..4 {
+            let i = 700 + (rng.next() as usize) % (bad.len() - 800);
+            bad[i] = rng.byte();
+        }
+        let (ra, rb) = (on.decode_into(&bad, &mut a), off.decode_into(&bad, &mut b));
+        assert_eq!(ra.is_ok(), rb.is_ok(), "{ra:?} vs {rb:?}");
+        if ra.is_err() {
+            assert_eq!(ra, rb);
+        }
+    }
+
+    // The pixel limit is checked from the header before either decoder allocates.
+    let mut huge = good.clone();
+    let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]); // 60000 x 60000
+    let mut d = Decoder::new(DecodeSettings::with_size(96));
+    let err = d.decode_into(&huge, &mut Vec::new()).unwrap_err();
+    assert_eq!(err.kind(), "too_large", "{err}");
+    assert_eq!(d.decoded.capacity(), 0, "no pixel buffer was allocated");
+}

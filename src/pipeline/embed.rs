@@ -1,7 +1,13 @@
 //! The embed stage: one dedicated thread owns the ONNX Runtime session (`run` needs `&mut`).
-//! It restores source order, copies each image into a contiguous NCHW batch buffer that is
-//! allocated once and reused, runs the encoder on full batches (and on the last partial one),
+//! It restores source order, normalises each image straight into its slot of a contiguous NCHW
+//! `f32` batch buffer that is allocated once and reused, hands that buffer to ORT without copying
+//! (`TensorRef` over the slice), runs the encoder on full batches (and on the last partial one),
 //! and hands rows to the sink. ORT parallelises inside a run with its intra-op threads.
+//!
+//! Workers send the image as RGB8 (`size²·3` bytes), not as normalised floats: the normalisation
+//! costs about the same on either thread, but done here it writes the batch buffer directly — no
+//! per-image `f32` vector to allocate, zero and copy again — and the queue between the stages
+//! holds a quarter of the bytes (64 images at 224 px: 9.6 MB instead of 38.5 MB).
 
 use std::sync::Arc;
 
@@ -19,12 +25,19 @@ use crate::decode::rgb_to_chw;
 use crate::sink::ErrorRecord;
 use crate::source::StopFlag;
 
-/// Workers' share of embedding: RGB8 → normalised CHW floats, the model's input layout.
+/// Workers' share of embedding: hand over the decoded RGB8 image with the normalisation the
+/// embed stage applies to it (RGB8 → normalised CHW floats, the model's input layout).
 #[derive(Clone)]
 pub struct Normalize(pub Normalization);
 
+/// A decoded `size × size` RGB8 image (HWC) and how to normalise it.
+pub struct Pixels {
+    rgb: Vec<u8>,
+    norm: Normalization,
+}
+
 impl Prepare for Normalize {
-    type Item = Vec<f32>;
+    type Item = Pixels;
     const STAGE: &'static str = "normalize";
     fn prepare(
         &mut self,
@@ -32,10 +45,18 @@ impl Prepare for Normalize {
         size: usize,
         _key: &str,
         _epoch: u64,
-    ) -> Result<Vec<f32>, String> {
-        let mut tensor = vec![0.0f32; 3 * size * size];
-        rgb_to_chw(rgb, size, size, self.0.mean, self.0.std, &mut tensor);
-        Ok(tensor)
+    ) -> Result<Pixels, String> {
+        if rgb.len() != 3 * size * size {
+            return Err(format!(
+                "expected {size}x{size}x3 = {} bytes of RGB, found {}",
+                3 * size * size,
+                rgb.len()
+            ));
+        }
+        Ok(Pixels {
+            rgb: rgb.to_vec(),
+            norm: self.0,
+        })
     }
 }
 
@@ -58,7 +79,7 @@ struct Batch {
 impl EmbedStage {
     pub fn run(
         mut self,
-        input: Receiver<Decoded<Vec<f32>>>,
+        input: Receiver<Decoded<Pixels>>,
         output: Sender<SinkMsg>,
     ) -> Result<(), PipelineError> {
         let chw = 3 * self.size * self.size;
@@ -90,20 +111,21 @@ impl EmbedStage {
 
     fn accept(
         &mut self,
-        item: Decoded<Vec<f32>>,
+        item: Decoded<Pixels>,
         batch: &mut Batch,
         output: &Sender<SinkMsg>,
         clock: &mut Clock,
     ) -> Result<(), PipelineError> {
         match item.result {
             Ok(Prepared {
-                item: tensor,
+                item: Pixels { rgb, norm },
                 width,
                 height,
             }) => {
-                let chw = tensor.len();
+                let chw = 3 * self.size * self.size;
                 let slot = batch.keys.len();
-                batch.buffer[slot * chw..(slot + 1) * chw].copy_from_slice(&tensor);
+                let dst = &mut batch.buffer[slot * chw..(slot + 1) * chw];
+                clock.busy(|| rgb_to_chw(&rgb, self.size, self.size, norm.mean, norm.std, dst));
                 batch.keys.push(item.key);
                 batch.sizes.push((width, height));
                 if batch.keys.len() == self.batch_size {
