@@ -20,8 +20,11 @@ bash scripts/setup.sh >/dev/null
 bash scripts/fetch-fashion-mnist.sh
 bash scripts/dev/readers-venv.sh
 PY=.deps/venv-readers/bin/python
-cargo build --release -q
-BIN=${CARGO_TARGET_DIR:-target}/release/sslpipe
+# SSLPIPE_BIN: a binary to use instead of building one.
+if [ -z "${SSLPIPE_BIN:-}" ]; then
+  cargo build --release -q
+fi
+BIN=${SSLPIPE_BIN:-${CARGO_TARGET_DIR:-target}/release/sslpipe}
 mkdir -p "$OUT"
 
 # Labels: key,label,split from the IDX label files (8-byte header, then one byte per image).

@@ -14,4 +14,4 @@ pixels = raw[16:].reshape(count, rows * cols).astype(np.float32) / 255.0
 prefix = src.rsplit("/", 1)[-1].split("-", 1)[0]
 keys = pa.array([f"{prefix}/{i:05}" for i in range(count)])
 emb = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), rows * cols)
-pq.write_table(pa.table({"key": keys, "embedding": emb}), out)
+pq.write_table(pa.table({"key": keys, "embedding": emb}), out, compression="zstd")

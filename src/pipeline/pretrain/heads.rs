@@ -1,13 +1,14 @@
 //! Which network learns which pretext task: for every task, how its tensors enter the encoder
 //! ([`InputLayout`]), which encoder tensor the head reads ([`Tap`]), the head itself and the loss.
 //!
-//! The choices follow the papers the tasks come from, scaled to a small CNN:
-//! - classification tasks (rotation 4-way, jigsaw P-way over the concatenated tile embeddings,
-//!   relative patch location 8-way over the two patches) get an MLP head on the embedding, so
-//!   the embedding the embed phase writes is the trained one;
-//! - views (SimCLR) get a projection MLP and NT-Xent; the embedding is taken before it;
-//! - dense tasks (colorization, inpainting, masked patches) read the last feature map and
-//!   upsample it with Resize + Conv blocks to the target's resolution.
+//! Every task reads the encoder's last feature map ([`Tap::FeatureMap`]); the exported embedding is
+//! that map's global average, the representation *before* any task-specific layer (SimCLR's
+//! lesson: the layers nearest the pretext loss specialise in it and transfer worst).
+//! - classification tasks (rotation 4-way, jigsaw P-way over the concatenated tile features,
+//!   relative patch location 8-way over the two patches) pool the map and apply an MLP head;
+//! - views (SimCLR) pool and apply a projection MLP, trained with NT-Xent;
+//! - dense tasks (colorization, inpainting, masked patches) upsample the map with Resize + Conv
+//!   blocks to the target's resolution.
 //!
 //! Guarantees: [`train_spec`] only builds a description; `Network::new` validates it, and every
 //! mismatch (a target resolution the feature map cannot reach, a tile smaller than the encoder
@@ -42,6 +43,8 @@ pub fn train_spec(
     let side = |s: &[usize]| s[s.len() - 1];
     let mlp = |out: usize| {
         vec![
+            HeadLayer::GlobalAvgPool,
+            HeadLayer::Flatten,
             HeadLayer::Linear {
                 out_features: HIDDEN,
                 bias: true,
@@ -61,27 +64,27 @@ pub fn train_spec(
             } else {
                 InputLayout::Images
             };
-            (layout, Tap::Embedding, mlp(4), Loss::CrossEntropy)
+            (layout, Tap::FeatureMap, mlp(4), Loss::CrossEntropy)
         }
         TaskConfig::Jigsaw(j) => {
             let built = j.build(size).map_err(|e| e.to_string())?;
             let classes = built.permutations().len();
             (
                 InputLayout::Tiles { count: shape[0] },
-                Tap::Embedding,
+                Tap::FeatureMap,
                 mlp(classes),
                 Loss::CrossEntropy,
             )
         }
         TaskConfig::RelPatch(_) => (
             InputLayout::Tiles { count: shape[0] },
-            Tap::Embedding,
+            Tap::FeatureMap,
             mlp(8),
             Loss::CrossEntropy,
         ),
         TaskConfig::Views(_) => (
             InputLayout::Views { count: shape[0] },
-            Tap::Embedding,
+            Tap::FeatureMap,
             mlp(PROJECTION),
             Loss::NtXent {
                 temperature: pretrain.temperature,

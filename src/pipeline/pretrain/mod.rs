@@ -142,7 +142,7 @@ pub fn model(plan: &Pipeline) -> Result<Model, String> {
             .unwrap_or(0);
         if channels != encoder.embedding_dim as usize {
             return Err(format!(
-                "a dense task trains the encoder's feature map, and its embedding is that map's average ({channels} channels): set embedding_dim = {channels}"
+                "pretraining trains the encoder's last feature map, and the embedding is that map's average ({channels} channels = width x 2^(stages - 1)): set embedding_dim = {channels}"
             ));
         }
     }
