@@ -246,6 +246,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     device: Device::Cpu,
                     intra_threads: args.threads,
                     optimization: level,
+                    ..SessionSettings::default()
                 };
                 let profile_path = std::env::temp_dir()
                     .join(format!(

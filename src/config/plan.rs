@@ -662,6 +662,7 @@ fn check_runtime(
             device,
             intra_threads: r.intra_threads,
             optimization,
+            spinning: r.spinning,
         },
     })
 }

@@ -166,6 +166,10 @@ pub struct RuntimeSection {
     pub library: Option<PathBuf>,
     /// `"disable" | "basic" | "extended" | "all"` (default `"all"`).
     pub optimization: Option<String>,
+    /// Idle ORT threads spin instead of sleeping (default false: they would take the decode
+    /// workers' cores).
+    #[serde(default)]
+    pub spinning: bool,
 }
 
 /// `[embed]`: the embed phase.

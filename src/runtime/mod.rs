@@ -47,6 +47,10 @@ pub struct SessionSettings {
     /// ORT intra-op threads; 0 lets ORT choose (one per physical core).
     pub intra_threads: usize,
     pub optimization: Optimization,
+    /// Let idle ORT threads spin waiting for work. Off by default: the spinning threads compete
+    /// with the decode workers for the same cores (measured: 514 → 562 img/s end to end at 96 px
+    /// on 2 cores with spinning off, 628 with one intra-op thread as well).
+    pub spinning: bool,
 }
 
 impl Default for SessionSettings {
@@ -55,6 +59,7 @@ impl Default for SessionSettings {
             device: Device::Cpu,
             intra_threads: 0,
             optimization: Optimization::Extended,
+            spinning: false,
         }
     }
 }
@@ -191,6 +196,9 @@ pub fn session_from_bytes(
             .with_intra_threads(settings.intra_threads)
             .map_err(|e| RuntimeError::ort("set intra-op threads", e))?;
     }
+    builder = builder
+        .with_intra_op_spinning(settings.spinning)
+        .map_err(|e| RuntimeError::ort("set intra-op spinning", e))?;
     if let Device::Cuda { device_id } = settings.device {
         let cuda = ort::ep::CUDA::default()
             .with_device_id(device_id)
