@@ -121,7 +121,7 @@ pub struct PretrainSpec {
     pub optimizer: crate::train::Optimizer,
     pub lr: f32,
     pub min_lr: f32,
-    /// `None`: 5 % of the budget's steps, at most 500 (100 when the budget is only a duration).
+    /// `None`: 5 % of the budget's steps, at most 500 (20 when the budget is only a duration).
     pub warmup_steps: Option<u64>,
     pub schedule: Schedule,
     pub temperature: f32,

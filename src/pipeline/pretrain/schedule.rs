@@ -42,7 +42,8 @@ impl Plan {
         .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.min(b))));
         let warmup = spec.warmup_steps.unwrap_or_else(|| match steps_in_budget {
             Some(n) => ((n * 0.05) as u64).min(500),
-            None => 100,
+            // A duration alone says nothing about steps: a short warm-up suits slow machines too.
+            None => 20,
         });
         Plan {
             spec: spec.clone(),
