@@ -7,6 +7,7 @@
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod pretext;

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline: read the images, embed them, write Parquet features.
+    /// Run a pipeline: pretrain the encoder on the pretext task (with `[pretrain]`), then embed the
+    /// images and write Parquet features.
     Run {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
@@ -35,6 +36,9 @@ enum Command {
         /// Path of libonnxruntime (overrides `[runtime] library` and ORT_DYLIB_PATH).
         #[arg(long, value_name = "PATH")]
         ort_lib: Option<PathBuf>,
+        /// Continue pretraining from the newest checkpoint in `<output.dir>/pretrain/checkpoints`.
+        #[arg(long)]
+        resume: bool,
     },
     /// Check a pipeline without running it; every problem is listed with file, line and field.
     Validate {
@@ -59,6 +63,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rows: usize,
     },
+    /// Evaluate features against labels: linear probe and kNN, accuracy and confusion matrices.
+    Eval(sslpipe::eval::cli::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +92,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             quiet,
             ort_lib,
+            resume,
         } => {
             let Some(plan) = load(&file, ort_lib)? else {
                 return Ok(ExitCode::from(2));
@@ -93,6 +100,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 handle_signals: true,
                 progress: !quiet,
+                resume,
                 ..Default::default()
             };
             let summary = pipeline::run(&plan, options)
@@ -143,7 +151,26 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", sslpipe::sink::inspect::describe(&path, rows)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Eval(args) => eval(&args),
     }
+}
+
+/// `sslpipe eval`: runs the probes, prints notes on stderr and the report on stdout (text or JSON),
+/// and with `--out` writes `eval.json` and the confusion-matrix PNGs.
+fn eval(args: &sslpipe::eval::cli::EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut report = sslpipe::eval::run(&args.options())?;
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    if let Some(dir) = &args.out {
+        sslpipe::eval::report::write_outputs(&mut report, dir)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sslpipe::eval::report::text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads and validates the pipeline file; prints every problem and returns `None` if any.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod embed;
+mod eval;
 mod pipelines;
 mod pretext;
 mod pretrain;
