@@ -29,7 +29,8 @@ fn main() {
         recursive: true,
     };
     let mut files = Collect(Vec::new());
-    sslpipe::source::run(&spec, Default::default(), &StopFlag::default(), &mut files).expect("folder readable");
+    sslpipe::source::run(&spec, Default::default(), &StopFlag::default(), &mut files)
+        .expect("folder readable");
     let files = files.0;
     let next = AtomicUsize::new(0);
     let started = Instant::now();

@@ -48,12 +48,12 @@ use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
+pub use evaluator::Evaluator;
 pub use loss::Loss;
 pub use net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
 pub use optim::Optimizer;
 pub use step::{Signature, TensorInfo, TrainStep};
 pub use tape::{Precision, RuleOptions, Tape, WeightGrad};
-pub use evaluator::Evaluator;
 pub use trainer::{BatchInputs, StepOutput, Trainer};
 
 #[derive(Debug, Error)]
