@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench decode_corpus -- [DIR] [ROUNDS] [THREADS]`
 //! (defaults: `data/corpus`, 5 rounds, 1 and 2 threads; `scripts/fetch-corpus.sh` makes the corpus).
+//! Run by `cargo test --benches` (without `--bench`), it is a smoke test: one round over a few
+//! generated JPEGs, so the test suite needs no corpus.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -21,6 +23,26 @@ fn files(dir: &str) -> Vec<Vec<u8>> {
         .collect();
     paths.sort();
     paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// A few 800×600 JPEGs with smooth gradients, for the smoke run.
+fn generated_jpegs() -> Vec<Vec<u8>> {
+    (0..4u32)
+        .map(|seed| {
+            let img = image::RgbImage::from_fn(800, 600, |x, y| {
+                image::Rgb([
+                    (x / 4 + seed * 30) as u8,
+                    (y / 3) as u8,
+                    ((x + y) / 6) as u8,
+                ])
+            });
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+                .encode_image(&img)
+                .expect("encode a JPEG");
+            bytes
+        })
+        .collect()
 }
 
 /// Images per second decoding all of `files` to `size` on `threads` threads.
@@ -64,7 +86,12 @@ fn main() {
         Some(t) => vec![t],
         None => vec![1, 2],
     };
-    let files = files(dir);
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (files, rounds) = if smoke {
+        (generated_jpegs(), 1)
+    } else {
+        (files(dir), rounds)
+    };
     println!(
         "{} JPEGs from {dir}, {rounds} rounds, full-size decode (off) vs DCT scaling (on)",
         files.len()

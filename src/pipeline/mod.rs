@@ -152,37 +152,31 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
     let pretrained = pretrain::run(plan, &options, options.resume)?;
     let report = pretrained.report;
     let out_dir = plan.output.dir.clone();
-    let Some(onnx) = pretrained.encoder_onnx else {
-        // Interrupted: the checkpoint is written; the embed phase waits for a resumed run.
-        let mut summary = RunSummary::new(
-            plan,
-            &Counters::default(),
-            &pretrained.stages.iter().collect::<Vec<_>>(),
-            started.elapsed(),
-            Default::default(),
-            None,
-            true,
-        );
-        summary.pretrain = Some(report);
-        return Ok(summary);
+    // Interrupted (no encoder: the checkpoint waits for --resume), or pretraining only.
+    let onnx = match pretrained.encoder_onnx {
+        Some(onnx) if plan.embed.enabled => onnx,
+        onnx => {
+            let model = match &onnx {
+                Some(bytes) => {
+                    crate::sink::write_atomically(&out_dir.join("encoder.onnx"), bytes)?;
+                    let origin = format!("pretrained by {}", report.task);
+                    Some((crate::model::model_id(bytes), origin))
+                }
+                None => None,
+            };
+            let mut summary = RunSummary::new(
+                plan,
+                &Counters::default(),
+                &pretrained.stages.iter().collect::<Vec<_>>(),
+                started.elapsed(),
+                Default::default(),
+                model,
+                report.interrupted,
+            );
+            summary.pretrain = Some(report);
+            return Ok(summary);
+        }
     };
-    if !plan.embed.enabled {
-        crate::sink::write_atomically(&out_dir.join("encoder.onnx"), &onnx)?;
-        let mut summary = RunSummary::new(
-            plan,
-            &Counters::default(),
-            &pretrained.stages.iter().collect::<Vec<_>>(),
-            started.elapsed(),
-            Default::default(),
-            Some((
-                crate::model::model_id(&onnx),
-                format!("pretrained by {}", report.task),
-            )),
-            false,
-        );
-        summary.pretrain = Some(report);
-        return Ok(summary);
-    }
     let origin = format!(
         "built-in encoder pretrained by {} ({} steps)",
         report.task, report.steps

@@ -574,6 +574,11 @@ impl Network {
     /// The encoder alone as a standard inference `.onnx` (what the embed phase runs), with the
     /// encoder's tensors taken from `params`.
     pub fn encoder_onnx(&self, params: &ParamSet) -> Result<Vec<u8>, TrainError> {
+        Ok(self.encoder.to_onnx(&self.encoder_params(params)?)?)
+    }
+
+    /// The encoder's tensors out of a full parameter set (encoder + head).
+    pub fn encoder_params(&self, params: &ParamSet) -> Result<ParamSet, TrainError> {
         let mut enc = ParamSet::new();
         for spec in self.encoder.param_specs() {
             let p =
@@ -585,7 +590,7 @@ impl Network {
                     })?;
             enc.push(p.name.clone(), p.shape.clone(), p.data.clone())?;
         }
-        Ok(self.encoder.to_onnx(&enc)?)
+        Ok(enc)
     }
 
     /// Encoder + head as one inference `.onnx`: input `images` (`[N, …]` as in training, N

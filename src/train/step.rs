@@ -164,24 +164,7 @@ impl Network {
                 trainable: p.trainable,
             });
         }
-        let images = t.input_float(IMAGES_INPUT, self.images_shape())?;
-        sig.batch.push(TensorInfo {
-            name: images.clone(),
-            shape: self.images_shape().to_vec(),
-            elem,
-            trainable: false,
-        });
-        let mut target_names = Vec::new();
-        for ti in spec.loss.targets(self.prediction_shape(), float)? {
-            let n = t.input(ti.name, ti.dtype, &ti.shape)?;
-            sig.batch.push(TensorInfo {
-                name: n.clone(),
-                shape: ti.shape.clone(),
-                elem: ElemType::of(ti.dtype)?,
-                trainable: false,
-            });
-            target_names.push(n);
-        }
+        let (images, target_names) = self.batch_inputs(&mut t, &mut sig)?;
         let pred = self.emit_eval(&mut t, &images)?;
         let lo = spec.loss.emit(&mut t, &pred, &target_names)?;
         let shown = t.node("Identity", &[&pred], "shown", vec![])?;
@@ -201,6 +184,35 @@ impl Network {
             signature: sig,
             spec: spec.clone(),
         })
+    }
+
+    /// Declares the batch inputs — `images` and the loss's targets — in `t` and `sig`; returns
+    /// their names.
+    fn batch_inputs(
+        &self,
+        t: &mut Tape,
+        sig: &mut Signature,
+    ) -> Result<(String, Vec<String>), TrainError> {
+        let float = t.float();
+        let images = t.input_float(IMAGES_INPUT, self.images_shape())?;
+        sig.batch.push(TensorInfo {
+            name: images.clone(),
+            shape: self.images_shape().to_vec(),
+            elem: ElemType::of(float)?,
+            trainable: false,
+        });
+        let mut target_names = Vec::new();
+        for ti in self.spec().loss.targets(self.prediction_shape(), float)? {
+            let n = t.input(ti.name, ti.dtype, &ti.shape)?;
+            sig.batch.push(TensorInfo {
+                name: n.clone(),
+                shape: ti.shape.clone(),
+                elem: ElemType::of(ti.dtype)?,
+                trainable: false,
+            });
+            target_names.push(n);
+        }
+        Ok((images, target_names))
     }
 
     fn build(
@@ -248,24 +260,7 @@ impl Network {
                 });
             }
         }
-        let images = t.input_float(IMAGES_INPUT, self.images_shape())?;
-        sig.batch.push(TensorInfo {
-            name: images.clone(),
-            shape: self.images_shape().to_vec(),
-            elem,
-            trainable: false,
-        });
-        let mut target_names = Vec::new();
-        for ti in spec.loss.targets(self.prediction_shape(), float)? {
-            let n = t.input(ti.name, ti.dtype, &ti.shape)?;
-            sig.batch.push(TensorInfo {
-                name: n.clone(),
-                shape: ti.shape.clone(),
-                elem: ElemType::of(ti.dtype)?,
-                trainable: false,
-            });
-            target_names.push(n);
-        }
+        let (images, target_names) = self.batch_inputs(&mut t, &mut sig)?;
         let (lr, step) = if optimizer {
             (
                 Some(t.input_float(LR_INPUT, &[])?),

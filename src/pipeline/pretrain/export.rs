@@ -27,16 +27,8 @@ pub fn encoder_onnx(
     size: u32,
 ) -> Result<Vec<u8>, TrainError> {
     let encoder = BuiltinEncoder::new(network.spec().encoder.clone(), size)?;
-    let mut enc = ParamSet::new();
-    for spec in encoder.param_specs() {
-        let p = params
-            .get(&spec.name)
-            .ok_or_else(|| ModelError::MissingParam {
-                name: spec.name.clone(),
-                shape: spec.shape.clone(),
-            })?;
-        enc.push(p.name.clone(), p.shape.clone(), p.data.clone())?;
-    }
+    // The parameters do not depend on the input size: the trained encoder's serve this one.
+    let mut enc = network.encoder_params(params)?;
     if network.spec().tap == Tap::FeatureMap {
         identity_projection(&mut enc, &encoder)?;
     }
