@@ -116,15 +116,21 @@ pub struct Holdout {
 }
 
 impl Holdout {
-    /// The threshold that holds out exactly the `count` keys of `spec` with the smallest hashes
-    /// (fewer only if hashes collide). Lists the source once (nothing is read); 8 bytes a key.
-    pub fn choose(spec: &SourceSpec, count: u64, stop: &StopFlag) -> Result<Self, SourceError> {
+    /// Lists `spec` once (nothing is read; 8 bytes a key) and holds out exactly the
+    /// `count(total)` keys with the smallest hashes (fewer only if hashes collide). Returns the
+    /// held-out set, the number of keys listed and the number held out.
+    pub fn choose(
+        spec: &SourceSpec,
+        count: impl FnOnce(u64) -> u64,
+        stop: &StopFlag,
+    ) -> Result<(Self, u64, u64), SourceError> {
         let mut hashes = Vec::new();
         list(spec, stop, &mut |key, _| {
             hashes.push(Self::hash(&key));
             true
         })?;
-        let count = (count as usize).min(hashes.len());
+        let total = hashes.len() as u64;
+        let count = (count(total) as usize).min(hashes.len());
         let threshold = if count == 0 {
             0
         } else if count == hashes.len() {
@@ -132,7 +138,7 @@ impl Holdout {
         } else {
             *hashes.select_nth_unstable(count).1
         };
-        Ok(Holdout { threshold })
+        Ok((Holdout { threshold }, total, count as u64))
     }
 
     fn hash(key: &str) -> u64 {
@@ -181,16 +187,6 @@ pub fn run(
     list(spec, stop, &mut |key, read| pass.push(key, read))?;
     pass.flush();
     Ok(())
-}
-
-/// Number of samples one pass over `spec` yields (listing only: nothing is read).
-pub fn count(spec: &SourceSpec, subset: Subset, stop: &StopFlag) -> Result<u64, SourceError> {
-    let mut n = 0u64;
-    list(spec, stop, &mut |key, _| {
-        n += u64::from(subset.contains(&key));
-        true
-    })?;
-    Ok(n)
 }
 
 /// Lists the entries of one pass in the source's own order.

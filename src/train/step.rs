@@ -155,15 +155,7 @@ impl Network {
             metrics: Vec::new(),
             has_optimizer: false,
         };
-        for p in self.param_specs() {
-            t.input_float(&p.name, &p.shape)?;
-            sig.params.push(TensorInfo {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                elem,
-                trainable: p.trainable,
-            });
-        }
+        declare_params(&mut t, &mut sig, &self.param_specs(), elem)?;
         let (images, target_names) = self.batch_inputs(&mut t, &mut sig)?;
         let pred = self.emit_eval(&mut t, &images)?;
         let lo = spec.loss.emit(&mut t, &pred, &target_names)?;
@@ -234,15 +226,7 @@ impl Network {
             has_optimizer: optimizer,
         };
         let pspecs = self.step_param_specs();
-        for p in &pspecs {
-            t.input_float(&p.name, &p.shape)?;
-            sig.params.push(TensorInfo {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                elem,
-                trainable: p.trainable,
-            });
-        }
+        declare_params(&mut t, &mut sig, &pspecs, elem)?;
         let slots = if optimizer {
             spec.optimizer.slots()
         } else {
@@ -340,4 +324,23 @@ impl Network {
             spec: spec.clone(),
         })
     }
+}
+
+/// Declares one float graph input per model tensor, recorded in `sig.params`.
+fn declare_params(
+    t: &mut Tape,
+    sig: &mut Signature,
+    specs: &[crate::model::ParamSpec],
+    elem: ElemType,
+) -> Result<(), TrainError> {
+    for p in specs {
+        t.input_float(&p.name, &p.shape)?;
+        sig.params.push(TensorInfo {
+            name: p.name.clone(),
+            shape: p.shape.clone(),
+            elem,
+            trainable: p.trainable,
+        });
+    }
+    Ok(())
 }

@@ -241,10 +241,9 @@ pub fn run(
 
     // The held-out share: `holdout` images, but never more than a tenth of the input.
     let never = StopFlag::default();
-    let total = crate::source::count(&plan.source, Subset::All, &never)?;
-    let wanted = spec.holdout.min(total / 10);
-    let holdout = Holdout::choose(&plan.source, wanted, &never)?;
-    let train_images = crate::source::count(&plan.source, Subset::Without(holdout), &never)?;
+    let (holdout, total, held) =
+        Holdout::choose(&plan.source, |total| spec.holdout.min(total / 10), &never)?;
+    let train_images = total - held;
     if train_images == 0 {
         return Err(stage_err(format!(
             "the source has no image to train on ({total} listed)"
@@ -257,7 +256,7 @@ pub fn run(
         plan,
         &task,
         holdout,
-        wanted as usize,
+        held as usize,
         &mut errors,
         &mut reported,
     )?;
