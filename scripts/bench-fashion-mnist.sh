@@ -5,7 +5,7 @@
 # probe and kNN, 3 draws each). Baselines in the same table: raw pixels and the same encoder with
 # random initial weights.
 #
-#   bash scripts/bench-fashion-mnist.sh [MINUTES] [TASKS...]
+#   [FEATURES=stages|last] bash scripts/bench-fashion-mnist.sh [MINUTES] [TASKS...]
 #
 # MINUTES: pretraining budget per task (default 10); TASKS: default "rotation jigsaw inpaint views".
 # Everything goes to out/fmnist/; the table is printed at the end and saved as out/fmnist/table.md.
@@ -58,13 +58,16 @@ batch_size = 256
 dir = "$OUT/$1/$2"
 TOML
 }
-ENCODER='kind = "builtin"
+# FEATURES: the encoder's `features` ("stages": every stage's 2x2-grid average, 896 values at
+# 32 px; "last": the last stage's global average, 128 values).
+FEATURES=${FEATURES:-stages}
+ENCODER="kind = \"builtin\"
 width = 32
 stages = [1, 1, 1]
-embedding_dim = 128
+features = \"$FEATURES\"
+$([ "$FEATURES" = last ] && echo 'embedding_dim = 128')
 mean = [0.286, 0.286, 0.286]
-std = [0.353, 0.353, 0.353]'
-# embedding_dim = width * 4: dense tasks export the average of the last feature map.
+std = [0.353, 0.353, 0.353]"
 
 probe() { # name features-dir...
   local name=$1; shift

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::raw::{self, EmbeddingType, ModelSection, OnError, SourceSection};
 use super::{ConfigErrors, Locator, Problems};
 use crate::decode::DecodeSettings;
-use crate::model::{BuiltinEncoder, EncoderSpec};
+use crate::model::{BuiltinEncoder, DEFAULT_EMBEDDING_DIM, EncoderSpec, Features};
 use crate::pretext::TaskConfig;
 use crate::runtime::{Device, Optimization, SessionSettings};
 use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
@@ -577,19 +577,31 @@ fn check_model(
     match m {
         ModelSection::Builtin(b) => {
             let norm = check_norm(b.mean, b.std, problems);
-            let spec = EncoderSpec {
-                width: b.width,
-                stages: b.stages,
-                embedding_dim: b.embedding_dim,
-                in_channels: 3,
-            };
-            if let Err(e) = BuiltinEncoder::new(spec.clone(), size) {
+            if b.features == Features::Stages && b.embedding_dim.is_some() {
                 problems.add(
-                    "model",
-                    format!("the built-in encoder cannot be built: {e}"),
+                    "model.embedding_dim",
+                    "with features = \"stages\" the embedding is every stage's 2x2-pooled map, its length follows from width, stages and decode.size: remove embedding_dim",
                 );
                 return None;
             }
+            let spec = EncoderSpec {
+                width: b.width,
+                stages: b.stages,
+                embedding_dim: b.embedding_dim.unwrap_or(DEFAULT_EMBEDDING_DIM),
+                in_channels: 3,
+                features: b.features,
+            };
+            // The built encoder's spec carries the derived length for `stages`.
+            let spec = match BuiltinEncoder::new(spec, size) {
+                Ok(encoder) => encoder.spec().clone(),
+                Err(e) => {
+                    problems.add(
+                        "model",
+                        format!("the built-in encoder cannot be built: {e}"),
+                    );
+                    return None;
+                }
+            };
             Some(ModelSpec::Builtin {
                 spec,
                 seed: b.seed,

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::model::Features;
+
 /// `[pipeline]`: run-wide settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,8 +110,10 @@ pub struct BuiltinSection {
     pub width: u32,
     #[serde(default = "default_stages")]
     pub stages: Vec<u32>,
-    #[serde(default = "default_embedding_dim")]
-    pub embedding_dim: u32,
+    /// Default 256 with `features = "last"`; derived (and not to be set) with `"stages"`.
+    pub embedding_dim: Option<u32>,
+    #[serde(default)]
+    pub features: Features,
     /// Seed of the initial weights.
     #[serde(default)]
     pub seed: u64,
@@ -122,7 +126,8 @@ impl Default for BuiltinSection {
         Self {
             width: default_width(),
             stages: default_stages(),
-            embedding_dim: default_embedding_dim(),
+            embedding_dim: None,
+            features: Features::Last,
             seed: 0,
             mean: None,
             std: None,
@@ -136,10 +141,6 @@ fn default_width() -> u32 {
 
 fn default_stages() -> Vec<u32> {
     vec![1, 1, 1, 1]
-}
-
-fn default_embedding_dim() -> u32 {
-    256
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,8 +3,10 @@
 //!
 //! Architecture (per sample, input `[in_channels, S, S]`):
 //! stem Conv3×3/2 → BN → ReLU → MaxPool3×3/2 (pad 1); stage *i* has `width·2^i` channels and
-//! `stages[i]` basic blocks, the first of which strides 2 (except in stage 0); then
-//! GlobalAveragePool → Flatten → Linear → `embedding` `[embedding_dim]`.
+//! `stages[i]` basic blocks, the first of which strides 2 (except in stage 0); then the features
+//! ([`Features`]): `last` (default) is GlobalAveragePool → Flatten → Linear → `embedding`
+//! `[embedding_dim]`; `stages` averages every stage's output over a 2×2 grid of cells and
+//! concatenates them, without a projection (the multi-layer features linear probes favour).
 //!
 //! Guarantees:
 //! - [`BuiltinEncoder::new`] checks the whole spec and the input size up front; after it succeeds,
@@ -20,7 +22,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::graph::{Dim, GraphBuilder};
+use super::graph::{Dim, GraphBuilder, attr_int, attr_ints};
 use super::layers::{
     BasicBlock, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Layer, Linear, MaxPool2d, Relu,
 };
@@ -33,6 +35,8 @@ pub const IMAGES_INPUT: &str = "images";
 pub const EMBEDDING_OUTPUT: &str = "embedding";
 /// Metadata key holding the [`EncoderSpec`] as JSON.
 pub const SPEC_METADATA_KEY: &str = "sslpipe.encoder_spec";
+/// Embedding length of the `last` features unless the pipeline sets one.
+pub const DEFAULT_EMBEDDING_DIM: u32 = 256;
 /// Metadata key holding the input size in pixels.
 pub const INPUT_SIZE_METADATA_KEY: &str = "sslpipe.input_size";
 
@@ -44,6 +48,21 @@ const MAX_EMBEDDING_DIM: u32 = 16384;
 const MAX_IN_CHANNELS: u32 = 64;
 const MAX_INPUT_SIZE: u32 = 8192;
 
+/// What the encoder's embedding is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Features {
+    /// The last stage's map, globally averaged, through a linear projection to `embedding_dim`.
+    #[default]
+    Last,
+    /// Every stage's map averaged over a 2×2 grid of cells (cells overlap by one row or column
+    /// when a side is odd; a 1-pixel map is one cell), flattened channel-major and concatenated
+    /// in stage order. No projection: the dimension follows from the widths and the input size.
+    /// Linear probes on such multi-layer, spatially pooled features are the usual evaluation of
+    /// pretext-trained encoders (the layer right under a pretext head transfers worst).
+    Stages,
+}
+
 /// What a user chooses about the built-in encoder (the `[model]` part of a pipeline).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -52,10 +71,12 @@ pub struct EncoderSpec {
     pub width: u32,
     /// Residual blocks per stage; its length is the number of stages.
     pub stages: Vec<u32>,
-    /// Length of the embedding vector.
+    /// Length of the embedding vector (with [`Features::Stages`], set by [`BuiltinEncoder::new`]).
     pub embedding_dim: u32,
     /// Channels of the input image (3 for RGB, 1 for the L channel of colorization).
     pub in_channels: u32,
+    /// What the embedding is made of.
+    pub features: Features,
 }
 
 impl Default for EncoderSpec {
@@ -63,8 +84,9 @@ impl Default for EncoderSpec {
         EncoderSpec {
             width: 32,
             stages: vec![1, 1, 1, 1],
-            embedding_dim: 256,
+            embedding_dim: DEFAULT_EMBEDDING_DIM,
             in_channels: 3,
+            features: Features::Last,
         }
     }
 }
@@ -88,7 +110,9 @@ impl EncoderSpec {
         if self.width == 0 {
             return invalid("width", "at least 1".into(), "0".into());
         }
-        if self.embedding_dim == 0 || self.embedding_dim > MAX_EMBEDDING_DIM {
+        if self.features == Features::Last
+            && (self.embedding_dim == 0 || self.embedding_dim > MAX_EMBEDDING_DIM)
+        {
             return invalid(
                 "embedding_dim",
                 format!("between 1 and {MAX_EMBEDDING_DIM}"),
@@ -146,17 +170,24 @@ pub struct NamedLayer {
     pub output_shape: Vec<usize>,
 }
 
+/// Cells per side of a stage's pooling grid: 2, or 1 for a 1-pixel side.
+fn grid_cells(side: usize) -> usize {
+    side.clamp(1, 2)
+}
+
 /// A validated encoder for one input size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuiltinEncoder {
     spec: EncoderSpec,
     input_size: u32,
     layers: Vec<NamedLayer>,
+    /// Index in `layers` of each stage's last block.
+    stage_ends: Vec<usize>,
 }
 
 impl BuiltinEncoder {
     /// Validates `spec` for square inputs of `input_size` pixels and lays out the layers.
-    pub fn new(spec: EncoderSpec, input_size: u32) -> Result<Self, ModelError> {
+    pub fn new(mut spec: EncoderSpec, input_size: u32) -> Result<Self, ModelError> {
         spec.validate()?;
         let downsampling = spec.downsampling();
         if input_size < downsampling {
@@ -195,6 +226,7 @@ impl BuiltinEncoder {
             ),
         ];
         let mut channels = width;
+        let mut stage_ends = Vec::with_capacity(spec.stages.len());
         for (i, &blocks) in spec.stages.iter().enumerate() {
             let out = width << i;
             for j in 0..blocks as usize {
@@ -205,17 +237,20 @@ impl BuiltinEncoder {
                 ));
                 channels = out;
             }
+            stage_ends.push(plan.len() - 1);
         }
-        plan.push(("pool".into(), Layer::GlobalAvgPool(GlobalAvgPool)));
-        plan.push(("flatten".into(), Layer::Flatten(Flatten)));
-        plan.push((
-            "embed".into(),
-            Layer::Linear(Linear {
-                in_features: channels,
-                out_features: spec.embedding_dim as usize,
-                bias: true,
-            }),
-        ));
+        if spec.features == Features::Last {
+            plan.push(("pool".into(), Layer::GlobalAvgPool(GlobalAvgPool)));
+            plan.push(("flatten".into(), Layer::Flatten(Flatten)));
+            plan.push((
+                "embed".into(),
+                Layer::Linear(Linear {
+                    in_features: channels,
+                    out_features: spec.embedding_dim as usize,
+                    bias: true,
+                }),
+            ));
+        }
 
         let mut shape = vec![
             spec.in_channels as usize,
@@ -233,11 +268,37 @@ impl BuiltinEncoder {
             });
             shape = output_shape;
         }
+        if spec.features == Features::Stages {
+            let dim: usize = stage_ends
+                .iter()
+                .map(|&i| {
+                    let s = &layers[i].output_shape;
+                    s[0] * grid_cells(s[1]) * grid_cells(s[2])
+                })
+                .sum();
+            if dim > MAX_EMBEDDING_DIM as usize {
+                return Err(ModelError::InvalidSpec {
+                    field: "features",
+                    expected: format!(
+                        "at most {MAX_EMBEDDING_DIM} values (every stage's 2x2 grid of channels)"
+                    ),
+                    found: format!("{dim}"),
+                });
+            }
+            spec.embedding_dim = dim as u32;
+        }
         Ok(BuiltinEncoder {
             spec,
             input_size,
             layers,
+            stage_ends,
         })
+    }
+
+    /// How many of [`layers`](Self::layers) compute feature maps: the stem and every stage, up to
+    /// the last stage's output (what dense heads and pooled heads read).
+    pub fn feature_map_layers(&self) -> usize {
+        self.stage_ends.last().map_or(0, |&i| i + 1)
     }
 
     pub fn spec(&self) -> &EncoderSpec {
@@ -305,10 +366,55 @@ impl BuiltinEncoder {
     /// name of the `[N, embedding_dim]` result.
     pub fn emit_forward(&self, g: &mut GraphBuilder, input: &str) -> Result<String, ModelError> {
         let mut x = input.to_string();
-        for l in &self.layers {
+        let mut stage_outputs = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
             x = l.layer.emit_forward(g, &x, &l.name)?;
+            if self.stage_ends.contains(&i) {
+                stage_outputs.push((i, x.clone()));
+            }
         }
-        Ok(x)
+        if self.spec.features == Features::Last {
+            return Ok(x);
+        }
+        let mut pooled = Vec::with_capacity(stage_outputs.len());
+        for (i, out) in stage_outputs {
+            let (name, shape) = (&self.layers[i].name, &self.layers[i].output_shape);
+            let (h, w) = (shape[1], shape[2]);
+            let grid = if grid_cells(h) * grid_cells(w) == 1 {
+                g.node(
+                    "GlobalAveragePool",
+                    &[&out],
+                    &format!("{name}.grid"),
+                    vec![],
+                )?
+            } else {
+                // Two cells per side: kernel ⌈n/2⌉, stride ⌊n/2⌋ (odd sides overlap by one).
+                let kernel = |n: usize| n.div_ceil(2).max(1) as i64;
+                let stride = |n: usize| (n / 2).max(1) as i64;
+                g.node(
+                    "AveragePool",
+                    &[&out],
+                    &format!("{name}.grid"),
+                    vec![
+                        attr_ints("kernel_shape", &[kernel(h), kernel(w)]),
+                        attr_ints("strides", &[stride(h), stride(w)]),
+                    ],
+                )?
+            };
+            pooled.push(g.node(
+                "Flatten",
+                &[&grid],
+                &format!("{name}.grid_flat"),
+                vec![attr_int("axis", 1)],
+            )?);
+        }
+        let inputs: Vec<&str> = pooled.iter().map(String::as_str).collect();
+        g.node(
+            "Concat",
+            &inputs,
+            "stage_features",
+            vec![attr_int("axis", 1)],
+        )
     }
 
     /// The inference model with `params` baked in as initializers.

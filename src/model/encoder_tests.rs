@@ -48,6 +48,7 @@ fn param_count_of_a_tiny_spec_matches_hand_count() -> Result<(), ModelError> {
         stages: vec![1, 1],
         embedding_dim: 8,
         in_channels: 3,
+        ..Default::default()
     };
     let encoder = BuiltinEncoder::new(spec, 16)?;
     // stem conv 4·3·9 + BN 2·4; stage0 block: 2 convs 4·4·9 + 2 BN 2·4;
@@ -249,6 +250,7 @@ fn from_onnx_rebuilds_encoder_and_params() -> Result<(), ModelError> {
         stages: vec![2, 1],
         embedding_dim: 16,
         in_channels: 1,
+        ..Default::default()
     };
     let encoder = BuiltinEncoder::new(spec, 40)?;
     let params = encoder.init_params(3);

@@ -129,6 +129,7 @@ fn ort_accepts_every_variant_of_the_family() -> TestResult {
         stages: vec![2, 1, 1],
         embedding_dim: 12,
         in_channels: 1,
+        ..Default::default()
     };
     let encoder = BuiltinEncoder::new(spec, 37)?;
     let bytes = encoder.to_onnx(&perturbed_params(&encoder, 2))?;
@@ -136,6 +137,91 @@ fn ort_accepts_every_variant_of_the_family() -> TestResult {
     let (shape, out) = run(&mut session, images(3, 1, 37, 5), [3, 1, 37, 37])?;
     assert_eq!(shape, vec![3, 12]);
     assert!(out.iter().all(|v| v.is_finite()));
+    Ok(())
+}
+
+#[test]
+fn stage_features_are_grid_averages_of_every_stage() -> TestResult {
+    let env = environment(None)?;
+    let stages = EncoderSpec {
+        width: 4,
+        stages: vec![1, 1, 1],
+        features: Features::Stages,
+        ..Default::default()
+    };
+    // At 64 px the stages end in 16², 8² and 4² maps: exact 2×2 cells.
+    let encoder = BuiltinEncoder::new(stages.clone(), 64)?;
+    assert_eq!(encoder.embedding_dim(), 4 * (4 + 8 + 16));
+    let params = perturbed_params(&encoder, 3);
+    let bytes = encoder.to_onnx(&params)?;
+    let mut session = session_from_bytes(env, &SessionSettings::default(), &bytes)?;
+    let input = images(2, 3, 64, 8);
+    let (shape, out) = run(&mut session, input.clone(), [2, 3, 64, 64])?;
+    assert_eq!(shape, vec![2, 112]);
+
+    // The same weights with `last` features and an identity projection give the last map's
+    // global average, which must be the mean of its four cells.
+    let last = BuiltinEncoder::new(
+        EncoderSpec {
+            features: Features::Last,
+            embedding_dim: 16,
+            ..stages
+        },
+        64,
+    )?;
+    let mut with_embed = ParamSet::new();
+    for p in params.iter() {
+        with_embed.push(p.name.clone(), p.shape.clone(), p.data.clone())?;
+    }
+    let eye: Vec<f32> = (0..256)
+        .map(|i| if i % 17 == 0 { 1.0 } else { 0.0 })
+        .collect();
+    with_embed.push("embed.weight", vec![16, 16], eye)?;
+    with_embed.push("embed.bias", vec![16], vec![0.0; 16])?;
+    let mut pooled = session_from_bytes(
+        env,
+        &SessionSettings::default(),
+        &last.to_onnx(&with_embed)?,
+    )?;
+    let (_, gap) = run(&mut pooled, input, [2, 3, 64, 64])?;
+    for n in 0..2 {
+        // Last stage: 16 channels × 4 cells, after 4·4 + 4·8 values of the earlier stages.
+        let cells = &out[n * 112 + 48..(n + 1) * 112];
+        for c in 0..16 {
+            let mean = cells[c * 4..c * 4 + 4].iter().sum::<f32>() / 4.0;
+            let want = gap[n * 16 + c];
+            assert!(
+                (mean - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "sample {n} channel {c}: cells average {mean}, global average {want}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn stage_features_work_at_odd_and_one_pixel_maps() -> TestResult {
+    let env = environment(None)?;
+    // 37 px: maps 10², 5², 3² (odd sides: overlapping cells); 16 px: 4², 2², 1² (one cell).
+    for (size, dim) in [(37, 4 * (4 + 8 + 16)), (16, 4 * 4 + 4 * 8 + 16)] {
+        let spec = EncoderSpec {
+            width: 4,
+            stages: vec![1, 1, 1],
+            features: Features::Stages,
+            ..Default::default()
+        };
+        let encoder = BuiltinEncoder::new(spec, size)?;
+        assert_eq!(encoder.embedding_dim(), dim, "at {size} px");
+        let bytes = encoder.to_onnx(&perturbed_params(&encoder, 4))?;
+        let mut session = session_from_bytes(env, &SessionSettings::default(), &bytes)?;
+        let (shape, out) = run(
+            &mut session,
+            images(2, 3, size as usize, 6),
+            [2, 3, size as usize, size as usize],
+        )?;
+        assert_eq!(shape, vec![2, dim as i64], "at {size} px");
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use super::loss::Loss;
 use super::optim::Optimizer;
 use super::tape::{Shape, Tape};
 use super::vjp::batch_norm_train;
-use crate::model::encoder::IMAGES_INPUT;
+use crate::model::encoder::{Features, IMAGES_INPUT};
 use crate::model::graph::{Dim, attr_float, attr_ints, attr_string};
 use crate::model::onnx::tensor_proto::DataType;
 use crate::model::{
@@ -399,11 +399,13 @@ impl Network {
         };
         let layers = encoder.layers();
         let used = match spec.tap {
+            Tap::Embedding if encoder.spec().features != Features::Last => {
+                return Err(spec_err(
+                    "a head on the embedding needs the encoder's features = \"last\"",
+                ));
+            }
             Tap::Embedding => layers.len(),
-            Tap::FeatureMap => layers
-                .iter()
-                .position(|l| matches!(l.layer, Layer::GlobalAvgPool(_)))
-                .ok_or_else(|| spec_err("the encoder has no pooling layer to stop before"))?,
+            Tap::FeatureMap => encoder.feature_map_layers(),
         };
         let enc_out = layers[used - 1].output_shape.clone();
         let mut shape = match spec.input {

@@ -165,6 +165,36 @@ fn a_user_onnx_file_gives_the_same_features_as_the_builtin_it_came_from() {
 }
 
 #[test]
+fn stage_features_concatenate_every_stage_and_refuse_an_embedding_dim() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    mixed_folder(&images);
+    let body = |extra: &str, out: &Path| {
+        format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\nfeatures = \"stages\"\n{extra}[output]\ndir = \"{}\"\n",
+            images.display(),
+            out.display()
+        )
+    };
+    let out = t.path().join("out");
+    let p = pipeline(t.path(), "stages.toml", &body("", &out));
+    summary_json(&run_cli(&["run", "--json", "-q", p.to_str().unwrap()]));
+    // 32 px: stage 0 is 8x8 (8 channels), stage 1 4x4 (16): 2x2 cells of each.
+    let rows = read_features(&out);
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.embedding.len() == 4 * 8 + 4 * 16));
+
+    let p = pipeline(t.path(), "bad.toml", &body("embedding_dim = 64\n", &out));
+    let v = run_cli(&["validate", p.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(2));
+    let err = text(&v.stderr);
+    assert!(
+        err.contains("bad.toml:11: model.embedding_dim: with features = \"stages\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_model_for_another_input_size_is_refused_with_the_line_to_fix() {
     let t = tempfile::tempdir().unwrap();
     let images = t.path().join("images");

@@ -11,12 +11,15 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 
 use crate::support::*;
 
 /// Writes `rows` (key, embedding) as a feature file with a `fixed_size_list<float32>[D]`
 /// embedding (or `list<float32>` when `list` is set, which also allows ragged rows) and an extra
-/// `width` column that eval must ignore.
+/// `width` column that eval must ignore. Snappy-compressed: pyarrow's default, what features made
+/// by other tools usually are (sslpipe itself writes zstd).
 fn write_features(path: &Path, rows: &[(String, Vec<f32>)], list: bool) {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let values = Float32Array::from(rows.iter().flat_map(|r| r.1.clone()).collect::<Vec<_>>());
@@ -55,7 +58,11 @@ fn write_features(path: &Path, rows: &[(String, Vec<f32>)], list: bool) {
         vec![Arc::new(keys), embedding, Arc::new(widths)],
     )
     .unwrap();
-    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
@@ -221,7 +228,7 @@ fn eval_is_deterministic_and_reads_parquet_labels_with_integer_classes() {
     let rows = blobs(30);
     let features = t.path().join("features.parquet");
     write_features(&features, &features_of(&rows), true);
-    // Parquet labels: integer classes, no split column (a seeded stratified split).
+    // Parquet labels (gzip): integer classes, no split column (a seeded stratified split).
     let labels = t.path().join("labels.parquet");
     let schema = Arc::new(Schema::new(vec![
         Field::new("key", DataType::Utf8, false),
@@ -244,8 +251,11 @@ fn eval_is_deterministic_and_reads_parquet_labels_with_integer_classes() {
         ],
     )
     .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::GZIP(Default::default()))
+        .build();
     let mut w =
-        ArrowWriter::try_new(std::fs::File::create(&labels).unwrap(), schema, None).unwrap();
+        ArrowWriter::try_new(std::fs::File::create(&labels).unwrap(), schema, Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 

@@ -4,9 +4,10 @@
 //! `embedding` `[N, D]`.
 //!
 //! Two tasks need more than the encoder's own graph:
-//! - dense tasks train the last feature map, not the `embed` projection, so the projection is
-//!   set to the identity (validation requires `embedding_dim` = the map's channels): the
-//!   embedding is the feature map's global average;
+//! - every task trains the last feature map, not the `embed` projection, so with `features =
+//!   "last"` the projection is set to the identity (validation requires `embedding_dim` = the
+//!   map's channels): the embedding is the feature map's global average (`"stages"` has no
+//!   projection);
 //! - colorization trains on the lightness channel alone, so the export starts with a prelude that
 //!   turns the normalised RGB input into L (CIE Lab, D65) scaled as in training, `(L − 50) / 50`.
 
@@ -14,7 +15,7 @@ use crate::config::Normalization;
 use crate::model::encoder::{EMBEDDING_OUTPUT, IMAGES_INPUT};
 use crate::model::graph::Dim;
 use crate::model::onnx::tensor_proto::DataType;
-use crate::model::{BuiltinEncoder, GraphBuilder, ModelError, ParamSet};
+use crate::model::{BuiltinEncoder, Features, GraphBuilder, ModelError, ParamSet};
 use crate::train::{Network, Tap, TrainError};
 
 /// The exported encoder of `network` with `params` for `size × size` images (see the module
@@ -29,7 +30,7 @@ pub fn encoder_onnx(
     let encoder = BuiltinEncoder::new(network.spec().encoder.clone(), size)?;
     // The parameters do not depend on the input size: the trained encoder's serve this one.
     let mut enc = network.encoder_params(params)?;
-    if network.spec().tap == Tap::FeatureMap {
+    if network.spec().tap == Tap::FeatureMap && encoder.spec().features == Features::Last {
         identity_projection(&mut enc, &encoder)?;
     }
     if encoder.spec().in_channels == 1 {
@@ -169,6 +170,7 @@ mod tests {
             stages: vec![1],
             embedding_dim: 8,
             in_channels: 1,
+            ..Default::default()
         };
         let encoder = BuiltinEncoder::new(spec, s as u32).unwrap();
         let params = encoder.init_params(5);

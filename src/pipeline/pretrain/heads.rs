@@ -149,12 +149,10 @@ fn decoder(
 ) -> Result<Vec<HeadLayer>, String> {
     let built = BuiltinEncoder::new(encoder.clone(), input_size).map_err(|e| e.to_string())?;
     // The last stage's output: what the layer before the global pooling produces.
-    let layers = built.layers();
-    let fmap = layers
-        .iter()
-        .position(|l| matches!(l.layer, crate::model::Layer::GlobalAvgPool(_)))
-        .and_then(|i| i.checked_sub(1))
-        .map(|i| layers[i].output_shape.clone())
+    let fmap = built
+        .feature_map_layers()
+        .checked_sub(1)
+        .map(|i| built.layers()[i].output_shape.clone())
         .ok_or("the encoder has no feature map")?;
     let (channels, side) = (fmap[0], fmap[1]);
     if target % side != 0 || !(target / side).is_power_of_two() {

@@ -134,7 +134,9 @@ pub fn model(plan: &Pipeline) -> Result<Model, String> {
     let task = crate::pretext::build(cfg, size).map_err(|e| e.to_string())?;
     let spec = train_spec(cfg, task.as_ref(), size, encoder, pretrain)?;
     let network = Network::new(spec).map_err(|e| e.to_string())?;
-    if network.spec().tap == crate::train::Tap::FeatureMap {
+    if network.spec().tap == crate::train::Tap::FeatureMap
+        && encoder.features == crate::model::Features::Last
+    {
         let channels = network
             .encoder_layers()
             .last()

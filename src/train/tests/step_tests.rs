@@ -22,6 +22,7 @@ pub(super) fn tiny_encoder(width: u32, stages: Vec<u32>, embedding_dim: u32) -> 
         stages,
         embedding_dim,
         in_channels: 3,
+        ..Default::default()
     }
 }
 
