@@ -61,11 +61,13 @@ TOML
 # FEATURES: the encoder's `features` ("stages": every stage's 2x2-grid average, 896 values at
 # 32 px; "last": the last stage's global average, 128 values).
 FEATURES=${FEATURES:-stages}
+DIM=""
+if [ "$FEATURES" = last ]; then DIM="embedding_dim = 128"; fi
 ENCODER="kind = \"builtin\"
 width = 32
 stages = [1, 1, 1]
 features = \"$FEATURES\"
-$([ "$FEATURES" = last ] && echo 'embedding_dim = 128')
+$DIM
 mean = [0.286, 0.286, 0.286]
 std = [0.353, 0.353, 0.353]"
 

@@ -24,6 +24,7 @@ use super::tape::{Shape, Tape};
 use super::vjp::batch_norm_train;
 use crate::model::encoder::{Features, IMAGES_INPUT};
 use crate::model::graph::{Dim, attr_float, attr_ints, attr_string};
+use crate::model::onnx::AttributeProto;
 use crate::model::onnx::tensor_proto::DataType;
 use crate::model::{
     BatchNorm2d, BuiltinEncoder, Conv2d, EncoderSpec, GraphBuilder, Init, Layer, Linear, MaxPool2d,
@@ -747,7 +748,7 @@ fn conv_transpose_attrs(
     stride: usize,
     padding: usize,
     output_padding: usize,
-) -> Vec<crate::model::onnx::AttributeProto> {
+) -> Vec<AttributeProto> {
     let (k, s, p, o) = (
         kernel as i64,
         stride as i64,
@@ -762,7 +763,7 @@ fn conv_transpose_attrs(
     ]
 }
 
-fn resize_attrs() -> Vec<crate::model::onnx::AttributeProto> {
+fn resize_attrs() -> Vec<AttributeProto> {
     vec![
         attr_string("mode", "nearest"),
         attr_string("coordinate_transformation_mode", "asymmetric"),
@@ -780,28 +781,8 @@ fn emit_head_train(
     match op {
         HeadOp::Model(l) => emit_layer_train(t, l, x, prefix, updates),
         HeadOp::BatchNorm(bn) => bn_train(t, bn, x, prefix, updates),
-        HeadOp::ConvTranspose {
-            kernel,
-            stride,
-            padding,
-            output_padding,
-            bias,
-            ..
-        } => {
-            let w = pname(prefix, "weight");
-            let b = pname(prefix, "bias");
-            let mut ins = vec![x, w.as_str()];
-            if *bias {
-                ins.push(b.as_str());
-            }
-            t.node(
-                "ConvTranspose",
-                &ins,
-                prefix,
-                conv_transpose_attrs(*kernel, *stride, *padding, *output_padding),
-            )
-        }
         HeadOp::Upsample(s) => {
+            // Sizes, not scales: the tape's Resize rule needs the output shape.
             let xs = t.shape(x)?;
             let sizes = t.ints1(
                 "sizes",
@@ -814,21 +795,59 @@ fn emit_head_train(
             )?;
             t.node("Resize", &[x, "", "", &sizes], prefix, resize_attrs())
         }
+        _ => {
+            let (op_type, inputs, attrs) = same_in_both_forms(op, x, prefix)?;
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            t.node(op_type, &inputs, prefix, attrs)
+        }
+    }
+}
+
+/// The node of a head op that is the same in the train step and in inference (no running
+/// statistics, no shape-dependent inputs): op type, inputs, attributes.
+fn same_in_both_forms(
+    op: &HeadOp,
+    x: &str,
+    prefix: &str,
+) -> Result<(&'static str, Vec<String>, Vec<AttributeProto>), crate::model::ModelError> {
+    Ok(match op {
+        HeadOp::ConvTranspose {
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            bias,
+            ..
+        } => {
+            let mut inputs = vec![x.to_string(), pname(prefix, "weight")];
+            if *bias {
+                inputs.push(pname(prefix, "bias"));
+            }
+            (
+                "ConvTranspose",
+                inputs,
+                conv_transpose_attrs(*kernel, *stride, *padding, *output_padding),
+            )
+        }
         HeadOp::AvgPool { kernel, stride } => {
             let (k, s) = (*kernel as i64, *stride as i64);
-            t.node(
+            (
                 "AveragePool",
-                &[x],
-                prefix,
+                vec![x.to_string()],
                 vec![
                     attr_ints("kernel_shape", &[k, k]),
                     attr_ints("strides", &[s, s]),
                 ],
             )
         }
-        HeadOp::Tanh => t.node("Tanh", &[x], prefix, vec![]),
-        HeadOp::Sigmoid => t.node("Sigmoid", &[x], prefix, vec![]),
-    }
+        HeadOp::Tanh => ("Tanh", vec![x.to_string()], vec![]),
+        HeadOp::Sigmoid => ("Sigmoid", vec![x.to_string()], vec![]),
+        HeadOp::Model(_) | HeadOp::BatchNorm(_) | HeadOp::Upsample(_) => {
+            return Err(crate::model::ModelError::Graph(format!(
+                "{prefix}: this head op differs between training and inference"
+            )));
+        }
+    })
 }
 
 fn emit_head_eval(
@@ -848,44 +867,14 @@ fn emit_head_eval(
                 vec![attr_float("epsilon", bn.eps)],
             )?
         }
-        HeadOp::ConvTranspose {
-            kernel,
-            stride,
-            padding,
-            output_padding,
-            bias,
-            ..
-        } => {
-            let w = pname(prefix, "weight");
-            let b = pname(prefix, "bias");
-            let mut ins = vec![x, w.as_str()];
-            if *bias {
-                ins.push(b.as_str());
-            }
-            g.node(
-                "ConvTranspose",
-                &ins,
-                prefix,
-                conv_transpose_attrs(*kernel, *stride, *padding, *output_padding),
-            )?
-        }
         HeadOp::Upsample(s) => {
             let sc = g.constant_f32("scales", &[4], &[1.0, 1.0, *s as f32, *s as f32])?;
             g.node("Resize", &[x, "", &sc], prefix, resize_attrs())?
         }
-        HeadOp::AvgPool { kernel, stride } => {
-            let (k, s) = (*kernel as i64, *stride as i64);
-            g.node(
-                "AveragePool",
-                &[x],
-                prefix,
-                vec![
-                    attr_ints("kernel_shape", &[k, k]),
-                    attr_ints("strides", &[s, s]),
-                ],
-            )?
+        _ => {
+            let (op_type, inputs, attrs) = same_in_both_forms(op, x, prefix)?;
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            g.node(op_type, &inputs, prefix, attrs)?
         }
-        HeadOp::Tanh => g.node("Tanh", &[x], prefix, vec![])?,
-        HeadOp::Sigmoid => g.node("Sigmoid", &[x], prefix, vec![])?,
     })
 }
