@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, Float32Array};
+use arrow::array::{Array, AsArray, Float32Array, GenericListArray, OffsetSizeTrait};
 use arrow::datatypes::{DataType, Float32Type};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -203,6 +203,14 @@ fn read_file(
 /// The float32 values of an embedding column and each row's range in them (`None` for a null).
 type EmbeddingRows = (Float32Array, Vec<Option<Range<usize>>>);
 
+/// Each row's range of values in a (large) list column; `None` for a null row.
+fn list_ranges<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Vec<Option<Range<usize>>> {
+    let offsets = list.value_offsets();
+    (0..list.len())
+        .map(|i| (!list.is_null(i)).then(|| offsets[i].as_usize()..offsets[i + 1].as_usize()))
+        .collect()
+}
+
 /// Splits an embedding column into [`EmbeddingRows`].
 fn embedding_rows(path: &Path, column: &dyn Array) -> Result<EmbeddingRows, EvalError> {
     let floats = |values: &dyn Array| -> Result<Float32Array, EvalError> {
@@ -225,29 +233,11 @@ fn embedding_rows(path: &Path, column: &dyn Array) -> Result<EmbeddingRows, Eval
         }
         DataType::List(_) => {
             let list = column.as_list::<i32>();
-            let offsets = list.value_offsets();
-            let ranges = (0..list.len())
-                .map(|i| {
-                    row(
-                        i,
-                        offsets[i].max(0) as usize..offsets[i + 1].max(0) as usize,
-                    )
-                })
-                .collect();
-            Ok((floats(list.values().as_ref())?, ranges))
+            Ok((floats(list.values().as_ref())?, list_ranges(list)))
         }
         DataType::LargeList(_) => {
             let list = column.as_list::<i64>();
-            let offsets = list.value_offsets();
-            let ranges = (0..list.len())
-                .map(|i| {
-                    row(
-                        i,
-                        offsets[i].max(0) as usize..offsets[i + 1].max(0) as usize,
-                    )
-                })
-                .collect();
-            Ok((floats(list.values().as_ref())?, ranges))
+            Ok((floats(list.values().as_ref())?, list_ranges(list)))
         }
         other => Err(read_err(
             path,
