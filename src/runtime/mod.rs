@@ -181,6 +181,9 @@ fn check_same(
     Ok(&loaded.environment)
 }
 
+/// Environment variable naming a file prefix for ONNX Runtime's profiling traces.
+pub const PROFILE_ENV: &str = "SSLPIPE_ORT_PROFILE";
+
 /// Builds a session for an in-memory ONNX model with the given settings.
 pub fn session_from_bytes(
     environment: &Environment,
@@ -199,6 +202,13 @@ pub fn session_from_bytes(
     builder = builder
         .with_intra_op_spinning(settings.spinning)
         .map_err(|e| RuntimeError::ort("set intra-op spinning", e))?;
+    // A developer's switch, not a pipeline setting: ONNX Runtime writes a per-node timing trace
+    // (Chrome trace JSON, `<prefix>_<date>.json`) for every session of the run.
+    if let Some(prefix) = std::env::var_os(PROFILE_ENV) {
+        builder = builder
+            .with_profiling(prefix)
+            .map_err(|e| RuntimeError::ort("enable profiling", e))?;
+    }
     if let Device::Cuda { device_id } = settings.device {
         let cuda = ort::ep::CUDA::default()
             .with_device_id(device_id)
