@@ -290,12 +290,7 @@ mod tests {
             let started = std::time::Instant::now();
             let pred = predict(&xt, &yt, 10, &xq, &options);
             let secs = started.elapsed().as_secs_f64();
-            let acc = test
-                .iter()
-                .zip(&pred)
-                .filter(|(i, p)| y[**i] == **p)
-                .count() as f64
-                / test.len() as f64;
+            let acc = crate::eval::math::accuracy_at(&y, &test, &pred);
             println!(
                 "kNN {} train x {} test x 256, {threads} thread(s): {secs:.2} s ({:.1} G multiply-adds/s), accuracy {acc:.3}",
                 train.len(),

@@ -549,12 +549,7 @@ pub(crate) mod tests {
         let yt: Vec<usize> = train.iter().map(|&i| y[i]).collect();
         let fit = fit(&x.select(&train), &yt, 3, &LinearOptions::default(), 5);
         let pred = fit.model.predict(&x.select(&test));
-        let correct = test
-            .iter()
-            .zip(&pred)
-            .filter(|(i, p)| y[**i] == **p)
-            .count();
-        let accuracy = correct as f64 / test.len() as f64;
+        let accuracy = crate::eval::math::accuracy_at(&y, &test, &pred);
         assert!(accuracy >= 0.99, "accuracy {accuracy}");
         assert_eq!(fit.validation.len(), 7);
         // Same seed, same model.
@@ -573,12 +568,7 @@ pub(crate) mod tests {
         let yt: Vec<usize> = train.iter().map(|&i| y[i]).collect();
         let fit = fit(&x.select(&train), &yt, 3, &LinearOptions::default(), 2);
         let pred = fit.model.predict(&x.select(&test));
-        let correct = test
-            .iter()
-            .zip(&pred)
-            .filter(|(i, p)| y[**i] == **p)
-            .count();
-        let accuracy = correct as f64 / test.len() as f64;
+        let accuracy = crate::eval::math::accuracy_at(&y, &test, &pred);
         // Chance is 1/3; the standard error on 300 examples is 0.027.
         assert!((accuracy - 1.0 / 3.0).abs() < 0.12, "accuracy {accuracy}");
         // Training accuracy of the refit is not the point; the chosen penalty is strong-ish.
@@ -714,12 +704,7 @@ pub(crate) mod tests {
             let fit = fit(&xt, &yt, 10, &options, 0);
             let whole = started.elapsed().as_secs_f64();
             let pred = fit.model.predict(&x.select(&test));
-            let acc = test
-                .iter()
-                .zip(&pred)
-                .filter(|(i, p)| y[**i] == **p)
-                .count() as f64
-                / test.len() as f64;
+            let acc = crate::eval::math::accuracy_at(&y, &test, &pred);
             println!(
                 "{n} x 256, 10 classes, {threads} thread(s): one fit (λ=1e-3) {single:.2} s \
                  ({} iterations, {} evaluations); whole protocol (7 penalties + refit) {whole:.2} s, \

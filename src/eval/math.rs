@@ -270,6 +270,17 @@ pub fn map_shards<R: Send>(
     })
 }
 
+/// Share of `indices` whose prediction (`predicted[k]` for the k-th index) equals `truth[index]`;
+/// 0 for no indices.
+pub fn accuracy_at(truth: &[usize], indices: &[usize], predicted: &[usize]) -> f64 {
+    let correct = indices
+        .iter()
+        .zip(predicted)
+        .filter(|&(&i, &p)| truth[i] == p)
+        .count();
+    correct as f64 / indices.len().max(1) as f64
+}
+
 /// Mean and sample standard deviation (n − 1 in the denominator; 0 for fewer than two values).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     if values.is_empty() {

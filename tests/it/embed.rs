@@ -298,12 +298,7 @@ fn ctrl_c_stops_the_source_drains_and_publishes_complete_files() {
         "rows_per_file = 100000\nrow_group_rows = 8",
     );
     std::fs::write(&p, text_body).unwrap();
-    let child = sslpipe()
-        .args(["run", "--json", "-q", p.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_cli(&["run", "--json", "-q", p.to_str().unwrap()]);
     // Wait until rows are being written, then press Ctrl-C once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !out.join("part-00000.parquet.tmp").exists() {
@@ -432,11 +427,7 @@ fn a_second_ctrl_c_aborts_and_leaves_only_tmp_files() {
             out.display()
         ),
     );
-    let child = sslpipe()
-        .args(["run", "-q", p.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_cli(&["run", "-q", p.to_str().unwrap()]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !out.join("part-00000.parquet.tmp").exists() {
         assert!(

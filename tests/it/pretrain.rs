@@ -187,12 +187,7 @@ fn ctrl_c_during_pretraining_writes_a_checkpoint_and_resume_finishes() {
         "kind = \"rotation\"",
         "steps = 100000\nlog_every = 1\ncheckpoint_every = 100000",
     );
-    let child = sslpipe()
-        .args(["run", "--json", "-q", p.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_cli(&["run", "--json", "-q", p.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let log = out.join("pretrain/log.csv");
     while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 3 {

@@ -1,7 +1,7 @@
 //! Fixtures and helpers shared by the integration tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use arrow::array::{Array, FixedSizeListArray, Float32Array, StringArray, UInt32Array};
 use image::{DynamicImage, ImageBuffer, Rgb};
@@ -16,6 +16,17 @@ pub fn run_cli(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the sslpipe binary runs")
+}
+
+/// Starts `sslpipe ARGS…` in the background with stdout and stderr captured (for tests that
+/// signal a run while it works).
+pub fn spawn_cli(args: &[&str]) -> Child {
+    sslpipe()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sslpipe binary starts")
 }
 
 pub fn text(bytes: &[u8]) -> String {
