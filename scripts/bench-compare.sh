@@ -20,6 +20,7 @@
 # Python lives in .deps/venv-compare (made once); everything else is written under out/compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/build-env.sh   # nasm on PATH: the JPEG decoder's SIMD
 
 rounds=3 daft=0 draft=0 mode=compare width=8 sizes="96 224" big=0
 while [ $# -gt 0 ]; do

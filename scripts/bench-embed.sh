@@ -6,6 +6,7 @@
 # scripts/bench-compare.sh uses). Against Python pipelines: scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/build-env.sh   # nasm on PATH: the JPEG decoder's SIMD
 reps=${1:-3}
 width=${2:-32}
 corpus=data/corpus

@@ -17,6 +17,7 @@ TASKS=${*:-rotation jigsaw inpaint views}
 OUT=$PWD/out/fmnist
 DATA=$PWD/data/fashion-mnist
 bash scripts/setup.sh >/dev/null
+. scripts/build-env.sh   # nasm on PATH: the JPEG decoder's SIMD
 bash scripts/fetch-fashion-mnist.sh
 bash scripts/dev/readers-venv.sh
 PY=.deps/venv-readers/bin/python

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+. scripts/build-env.sh   # nasm on PATH: the JPEG decoder's SIMD
 echo "building sslpipe (release; the first build takes several minutes)"
 cargo build --release --locked --quiet
 sslpipe="${CARGO_TARGET_DIR:-target}/release/sslpipe"

@@ -7,13 +7,18 @@
 #    ORT's LICENSE and ThirdPartyNotices.txt.
 # 2. Extracts the real photographs bundled in the PyPI `scikit-image` wheel
 #    (version pinned below) into data/photos/ with data/photos/LICENSES.txt.
+# 3. Unless `nasm` is already on PATH, unpacks the Debian `nasm` package (no
+#    install, no root) into .deps/nasm/: the assembler the JPEG decoder's SIMD
+#    code needs at build time. scripts/build-env.sh puts it on PATH for the
+#    scripts that build. If apt cannot provide it, setup says so and goes on:
+#    the decoder is then built in plain C (same pixels, slower).
 #
 # Guarantees: nothing is installed into any Python environment (wheels are only
 # downloaded and unzipped); wheels are checked against pinned sha256 sums; each
 # step is skipped when its result is already there, so a second run prints
-# "already present" twice, changes nothing and needs no network.
+# "already present" for each step, changes nothing and needs no network.
 # Needs: bash, python3 (with pip, or apt-get to install python3-pip), network
-# access to the Python package index on the first run.
+# access to the Python package index and the Debian archive on the first run.
 set -euo pipefail
 
 SSLPIPE_TAG=setup
@@ -149,4 +154,22 @@ PY
   } >"$PHOTOS_DIR/LICENSES.txt"
   echo "$SKIMAGE_VERSION" >"$PHOTOS_DIR/.skimage-version"
   say "sample photos (scikit-image $SKIMAGE_VERSION): extracted ${#PHOTOS[@]} files into $PHOTOS_DIR"
+fi
+
+# ---- 3. nasm, for the JPEG decoder's SIMD code ----------------------------
+NASM_DIR=$SSLPIPE_REPO/.deps/nasm
+if command -v nasm >/dev/null 2>&1; then
+  say "nasm: already on PATH ($(command -v nasm))"
+elif [ -x "$NASM_DIR/bin/nasm" ]; then
+  say "nasm: already present in $NASM_DIR/bin"
+elif command -v apt-get >/dev/null 2>&1 && mkdir -p "$TMP/nasm" && apt_download nasm "$TMP/nasm"; then
+  dpkg-deb -x "$DEB" "$TMP/nasm/root"
+  "$TMP/nasm/root/usr/bin/nasm" -v >/dev/null || die "the unpacked nasm does not run"
+  mkdir -p "$NASM_DIR/bin"
+  cp "$TMP/nasm/root/usr/share/doc/nasm/copyright" "$NASM_DIR/copyright"
+  cp "$TMP/nasm/root/usr/bin/nasm" "$NASM_DIR/bin/nasm.tmp"
+  mv "$NASM_DIR/bin/nasm.tmp" "$NASM_DIR/bin/nasm"   # last: its presence means "complete"
+  say "nasm: unpacked $(basename "$DEB") into $NASM_DIR/bin"
+else
+  say "nasm: not available from apt; the JPEG decoder will be built without SIMD (slower)"
 fi

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+. scripts/build-env.sh   # nasm on PATH: the JPEG decoder's SIMD
 bash scripts/dev/readers-venv.sh   # pyarrow, DuckDB, polars: the tests read our files with them
 cargo test --benches --examples
 cargo test --lib --bins --tests "$@"

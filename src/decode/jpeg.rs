@@ -10,13 +10,15 @@
 //! files whose headers do not parse are left to the decoder, which reports its own reason.
 //! Reads only; never panics; O(file) in the worst case, usually O(1) since EOI sits at the end.
 //!
-//! **Scaled decoding.** When the working size is at most a quarter of the source's shorter side,
-//! [`decode_scaled`] decodes at 1/4 or 1/8 scale with libjpeg-turbo's reduced-size inverse DCTs
-//! (the mozjpeg fork, built from source by the `mozjpeg-sys` crate): the entropy decoding is the
-//! same, but the IDCT, upsampling and colour conversion run on 1/16 or 1/64 of the pixels, and the
-//! resize that follows reads a buffer that much smaller. Measured on the 2,000-photo corpus (one
-//! core): 1/4 scale 0.93 ms/image, 1/8 0.67 ms, against 1.30 ms for zune-jpeg at full size; 1/2
-//! scale (1.37 ms) is *not* faster than zune-jpeg's SIMD full-size decode, so it is not used.
+//! **Scaled decoding.** When the working size is at most half the source's shorter side,
+//! [`decode_scaled`] decodes at 1/2, 1/4 or 1/8 scale with libjpeg-turbo's reduced-size inverse
+//! DCTs (the mozjpeg fork, built from source by the `mozjpeg-sys` crate, with its SSE2/AVX2 code
+//! when `nasm` was there at build time): the entropy decoding is the same, but the IDCT,
+//! upsampling and colour conversion run on 1/4, 1/16 or 1/64 of the pixels, and the resize that
+//! follows reads a buffer that much smaller. Measured on the 2,000-photo corpus (one core, medians,
+//! `examples/decode_only`): at 96 px (mostly 1/4) 1,530 img/s with SIMD against 1,065 without;
+//! at 224 px, where half the photos allow 1/2, 883 img/s against 753 decoding all at full size
+//! with zune-jpeg. (Without SIMD, 1/2 scale costs about what zune-jpeg's full-size decode does.)
 //!
 //! Guarantees of the scaled path — it is an optimisation, never a change of verdict:
 //! - it is taken only for baseline/progressive JPEGs in YCbCr, RGB or grey (CMYK/YCCK and anything
@@ -72,11 +74,11 @@ fn first_scan_offset(b: &[u8]) -> Option<usize> {
     }
 }
 
-/// Smallest scale `1/r` (r = 8 or 4) at which a `width×height` JPEG still has its shorter side at
-/// least `size` pixels, or `None` when only r ≤ 2 would fit (the full-size decoder is faster there).
+/// Smallest scale `1/r` (r = 8, 4 or 2) at which a `width×height` JPEG still has its shorter side
+/// at least `size` pixels, or `None` when only the full size would do.
 pub(super) fn reduction(width: u32, height: u32, size: u32) -> Option<u32> {
     let shorter = u64::from(width.min(height));
-    [8u32, 4]
+    [8u32, 4, 2]
         .into_iter()
         .find(|&r| shorter >= u64::from(r) * u64::from(size))
 }

@@ -22,8 +22,8 @@
 //! - **Deterministic**: the same bytes and settings give the same output bytes on every run and
 //!   thread (the golden-checksum test pins the resize path).
 //!
-//! **JPEG at reduced scale.** When the working size is at most a quarter of a JPEG's shorter side,
-//! the file is decoded at 1/4 or 1/8 scale in the DCT domain (see `jpeg.rs`: the largest
+//! **JPEG at reduced scale.** When the working size is at most half a JPEG's shorter side, the
+//! file is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (see `jpeg.rs`: the largest
 //! reduction that keeps the shorter side ≥ `size`) and the centred square of that smaller image is
 //! resized as above — the same square of the scene, so the output differs from the full-size path
 //! only by the filtering (about one level of 255 on average; a test pins the tolerance). Grey,
@@ -183,7 +183,7 @@ pub struct Decoder {
     narrowed: Vec<u8>,
     /// The resized square before orientation / channel fix-up (`size²·channels`).
     small: Vec<u8>,
-    /// Decode JPEGs at 1/4 or 1/8 scale when the working size allows (on by default).
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 scale when the working size allows (on by default).
     dct_scaling: bool,
 }
 
@@ -340,7 +340,7 @@ impl Decoder {
             return Ok(info);
         }
 
-        // A JPEG much larger than the working size: decode at 1/4 or 1/8 scale (DCT domain) and
+        // A JPEG at least twice the working size: decode at 1/2, 1/4 or 1/8 scale (DCT domain) and
         // resize the same centred square from the smaller image.
         if image_format == ImageFormat::Jpeg
             && self.dct_scaling

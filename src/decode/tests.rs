@@ -61,6 +61,15 @@ fn decode(bytes: &[u8], size: u32) -> Result<(SourceInfo, Vec<u8>), DecodeError>
     d.decode_into(bytes, &mut out).map(|info| (info, out))
 }
 
+/// `decode` with DCT scaling off: the full-size path, for tests that pin it against a reference
+/// (the scaled path is compared with this one in its own tests).
+fn decode_full_size(bytes: &[u8], size: u32) -> Result<(SourceInfo, Vec<u8>), DecodeError> {
+    let mut d = Decoder::new(DecodeSettings::with_size(size));
+    d.set_dct_scaling(false);
+    let mut out = Vec::new();
+    d.decode_into(bytes, &mut out).map(|info| (info, out))
+}
+
 fn px(out: &[u8], size: u32, x: u32, y: u32) -> [u8; 3] {
     let i = ((y * size + x) * 3) as usize;
     [out[i], out[i + 1], out[i + 2]]
@@ -266,7 +275,7 @@ fn jpeg_is_close_to_reference_of_its_own_pixels() {
     let img = DynamicImage::ImageRgb8(photo_like(320, 240, 5));
     let bytes = encode(&img, ImageFormat::Jpeg);
     let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
-    let (_, out) = decode(&bytes, 96).unwrap();
+    let (_, out) = decode_full_size(&bytes, 96).unwrap();
     let (max, mean) = max_and_mean_diff(&out, &reference_bilinear(&decoded, 96));
     assert!(max <= 1 && mean < 0.25, "max {max} mean {mean}");
 }
@@ -365,7 +374,7 @@ fn all_eight_orientations_match_apply_orientation_on_the_full_image() {
     );
     let decoded = image::load_from_memory(&plain).unwrap();
     for exif in 1..=8u16 {
-        let (info, out) = decode(&with_exif_orientation(&plain, exif), 24).unwrap();
+        let (info, out) = decode_full_size(&with_exif_orientation(&plain, exif), 24).unwrap();
         let mut full = decoded.clone();
         full.apply_orientation(Orientation::from_exif(exif as u8).unwrap());
         assert_eq!(
@@ -823,30 +832,29 @@ fn libjpeg_encode(
 
 /// Decodes with DCT scaling on and off: (info on, out on, out off). Both must succeed.
 fn scaled_and_full(bytes: &[u8], size: u32) -> (SourceInfo, Vec<u8>, Vec<u8>) {
-    let mut on = Decoder::new(DecodeSettings::with_size(size));
-    let mut off = Decoder::new(DecodeSettings::with_size(size));
-    off.set_dct_scaling(false);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    let info = on.decode_into(bytes, &mut a).unwrap();
-    assert_eq!(off.decode_into(bytes, &mut b).unwrap(), info);
-    (info, a, b)
+    let (info, scaled) = decode(bytes, size).unwrap();
+    let (full_info, full) = decode_full_size(bytes, size).unwrap();
+    assert_eq!(full_info, info);
+    (info, scaled, full)
 }
 
 #[test]
 fn reduction_is_the_largest_that_keeps_the_shorter_side() {
     assert_eq!(jpeg::reduction(640, 480, 96), Some(4)); // 120 ≥ 96, 60 < 96
     assert_eq!(jpeg::reduction(480, 640, 120), Some(4)); // exactly 120
-    assert_eq!(jpeg::reduction(640, 480, 121), None); // only 1/2 would fit: full-size decoder
+    assert_eq!(jpeg::reduction(640, 480, 121), Some(2)); // 240 ≥ 121
+    assert_eq!(jpeg::reduction(640, 480, 240), Some(2)); // exactly 240
+    assert_eq!(jpeg::reduction(640, 480, 241), None); // only the full size would do
     assert_eq!(jpeg::reduction(1600, 1200, 96), Some(8));
     assert_eq!(jpeg::reduction(1600, 1200, 150), Some(8)); // exactly 150
     assert_eq!(jpeg::reduction(1600, 1200, 151), Some(4));
-    assert_eq!(jpeg::reduction(100_000, 3, 1), None);
+    assert_eq!(jpeg::reduction(100_000, 3, 2), None);
 }
 
 #[test]
 fn scaled_jpeg_is_close_to_the_full_size_decode() {
-    // 1/4 (640x480 → 96, 4:2:0 from `image`'s encoder), 1/8 (1600x1000 → 96), landscape and
-    // portrait, baseline and progressive (libjpeg's encoder).
+    // 1/4 (640x480 → 96, 4:2:0 from `image`'s encoder), 1/8 (1600x1000 → 96), 1/2 (640x480 →
+    // 224), landscape and portrait, baseline and progressive (libjpeg's encoder).
     let cases: Vec<(Vec<u8>, u32, &str)> = vec![
         (
             encode(
@@ -893,6 +901,25 @@ fn scaled_jpeg_is_close_to_the_full_size_decode() {
             ),
             64,
             "1/8 baseline libjpeg",
+        ),
+        (
+            encode(
+                &DynamicImage::ImageRgb8(photo_like(640, 480, 13)),
+                ImageFormat::Jpeg,
+            ),
+            224,
+            "1/2 landscape",
+        ),
+        (
+            libjpeg_encode(
+                photo_like(480, 700, 14).as_raw(),
+                480,
+                700,
+                mozjpeg::ColorSpace::JCS_RGB,
+                true,
+            ),
+            200,
+            "1/2 portrait progressive",
         ),
     ];
     for (bytes, size, name) in &cases {
