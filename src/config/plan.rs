@@ -33,6 +33,8 @@ pub struct Pipeline {
     pub on_error: OnError,
     /// Decode workers, resolved (≥ 1).
     pub workers: usize,
+    /// Nice levels the decode workers run below the rest of the process (0–19).
+    pub worker_nice: u8,
     pub queue: usize,
     /// Seed of per-sample randomness.
     pub seed: u64,
@@ -195,6 +197,15 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
             format!("{} worker threads is more than 1024", pipeline.workers),
         );
     }
+    if pipeline.worker_nice > 19 {
+        problems.add(
+            "pipeline.worker_nice",
+            format!(
+                "{} is outside 0–19 (nice levels below the rest of the process)",
+                pipeline.worker_nice
+            ),
+        );
+    }
     let workers = if pipeline.workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -283,6 +294,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         export,
         pretrain,
         workers,
+        worker_nice: pipeline.worker_nice,
         queue: pipeline.queue,
         source,
         decode,
@@ -337,10 +349,12 @@ fn section<T: DeserializeOwned>(
             if path != "." && !path.is_empty() {
                 field = format!("{name}.{path}");
             }
-            // serde names the offending key only in the message for unknown fields.
+            // For an unknown field the path ends at the key for plain structs, but stops at the
+            // section for tagged enums ([source], [pretext]): only the message names it there.
             if let Some(unknown) = inner
                 .strip_prefix("unknown field `")
                 .and_then(|r| r.split('`').next())
+                && !field.ends_with(&format!(".{unknown}"))
             {
                 field = format!("{field}.{unknown}");
             }
@@ -746,15 +760,7 @@ fn can_write(dir: &Path) -> bool {
         return false;
     };
     // SAFETY: `c` is a valid NUL-terminated path; access(2) only reads it.
-    unsafe {
-        libc_access(c.as_ptr(), 2 /* W_OK */) == 0
-    }
-}
-
-#[cfg(unix)]
-unsafe extern "C" {
-    #[link_name = "access"]
-    fn libc_access(path: *const std::ffi::c_char, mode: i32) -> i32;
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 #[cfg(not(unix))]

@@ -18,6 +18,10 @@ pub struct PipelineSection {
     /// Decode workers (OS threads); 0 = one per available core.
     #[serde(default)]
     pub workers: usize,
+    /// How many nice levels below the rest of the process the decode workers run (Linux; 0–19,
+    /// 0 = same priority). See `pipeline::workers` for why.
+    #[serde(default = "default_worker_nice")]
+    pub worker_nice: u8,
     /// Capacity of each bounded channel, in items. Memory is bounded by these, never by the input.
     #[serde(default = "default_queue")]
     pub queue: usize,
@@ -32,6 +36,7 @@ impl Default for PipelineSection {
             name: None,
             on_error: OnError::default(),
             workers: 0,
+            worker_nice: default_worker_nice(),
             queue: default_queue(),
             seed: 0,
         }
@@ -40,6 +45,10 @@ impl Default for PipelineSection {
 
 fn default_queue() -> usize {
     64
+}
+
+fn default_worker_nice() -> u8 {
+    10
 }
 
 /// What happens when one image cannot be read or decoded.

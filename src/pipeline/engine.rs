@@ -93,6 +93,7 @@ pub fn start<P: Prepare>(
     let (item_tx, item_rx) = async_channel::bounded(plan.queue);
     let workers = workers::spawn(
         plan.workers,
+        plan.worker_nice,
         plan.decode.clone(),
         prepare,
         sample_rx,

@@ -11,6 +11,7 @@ fn validate_reports_every_problem_with_file_line_and_field() {
         "bad.toml",
         r#"[pipeline]
 on_error = "skip"
+worker_nice = 25
 
 [source]
 kind = "dir"
@@ -41,17 +42,39 @@ x = 1
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     let expect = [
-        "bad.toml:7: source.recursiv: unknown field `recursiv`",
-        "bad.toml:10: decode.size: invalid type",
-        "bad.toml:17: embed.batch_size: must be between 1 and 4096",
-        "bad.toml:20: runtime.device: expected \"cpu\", \"cuda\" or \"cuda:N\", found \"tpu\"",
-        "bad.toml:23: output.dir:",
-        "bad.toml:25: extras: unknown section `[extras]`",
+        "bad.toml:3: pipeline.worker_nice: 25 is outside 0–19",
+        "bad.toml:8: source.recursiv: unknown field `recursiv`",
+        "bad.toml:11: decode.size: invalid type",
+        "bad.toml:18: embed.batch_size: must be between 1 and 4096",
+        "bad.toml:21: runtime.device: expected \"cpu\", \"cuda\" or \"cuda:N\", found \"tpu\"",
+        "bad.toml:24: output.dir:",
+        "bad.toml:26: extras: unknown section `[extras]`",
     ];
     for e in expect {
         assert!(err.contains(e), "missing {e:?} in:\n{err}");
     }
     assert!(err.contains("not a folder"), "{err}");
+}
+
+#[test]
+fn validate_names_an_unknown_key_once() {
+    // Plain sections ([runtime]) and tagged ones ([source]) reach serde's error differently.
+    let t = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        t.path(),
+        "typo.toml",
+        "[source]\nkind = \"dir\"\npath = \".\"\nrecurse = true\n\n[runtime]\nbatch_size = 64\n",
+    );
+    let out = run_cli(&["validate", p.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("typo.toml:4: source.recurse: unknown field `recurse`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("typo.toml:7: runtime.batch_size: unknown field `batch_size`"),
+        "{err}"
+    );
 }
 
 #[test]
