@@ -855,72 +855,29 @@ fn reduction_is_the_largest_that_keeps_the_shorter_side() {
 fn scaled_jpeg_is_close_to_the_full_size_decode() {
     // 1/4 (640x480 → 96, 4:2:0 from `image`'s encoder), 1/8 (1600x1000 → 96), 1/2 (640x480 →
     // 224), landscape and portrait, baseline and progressive (libjpeg's encoder).
+    let image_jpeg = |w, h, seed| {
+        encode(
+            &DynamicImage::ImageRgb8(photo_like(w, h, seed)),
+            ImageFormat::Jpeg,
+        )
+    };
+    let libjpeg = |w: u32, h: u32, seed, progressive| {
+        libjpeg_encode(
+            photo_like(w, h, seed).as_raw(),
+            w as usize,
+            h as usize,
+            mozjpeg::ColorSpace::JCS_RGB,
+            progressive,
+        )
+    };
     let cases: Vec<(Vec<u8>, u32, &str)> = vec![
-        (
-            encode(
-                &DynamicImage::ImageRgb8(photo_like(640, 480, 7)),
-                ImageFormat::Jpeg,
-            ),
-            96,
-            "1/4 landscape",
-        ),
-        (
-            encode(
-                &DynamicImage::ImageRgb8(photo_like(480, 640, 8)),
-                ImageFormat::Jpeg,
-            ),
-            112,
-            "1/4 portrait",
-        ),
-        (
-            encode(
-                &DynamicImage::ImageRgb8(photo_like(1600, 1000, 9)),
-                ImageFormat::Jpeg,
-            ),
-            96,
-            "1/8",
-        ),
-        (
-            libjpeg_encode(
-                photo_like(700, 520, 10).as_raw(),
-                700,
-                520,
-                mozjpeg::ColorSpace::JCS_RGB,
-                true,
-            ),
-            100,
-            "1/4 progressive",
-        ),
-        (
-            libjpeg_encode(
-                photo_like(700, 520, 11).as_raw(),
-                700,
-                520,
-                mozjpeg::ColorSpace::JCS_RGB,
-                false,
-            ),
-            64,
-            "1/8 baseline libjpeg",
-        ),
-        (
-            encode(
-                &DynamicImage::ImageRgb8(photo_like(640, 480, 13)),
-                ImageFormat::Jpeg,
-            ),
-            224,
-            "1/2 landscape",
-        ),
-        (
-            libjpeg_encode(
-                photo_like(480, 700, 14).as_raw(),
-                480,
-                700,
-                mozjpeg::ColorSpace::JCS_RGB,
-                true,
-            ),
-            200,
-            "1/2 portrait progressive",
-        ),
+        (image_jpeg(640, 480, 7), 96, "1/4 landscape"),
+        (image_jpeg(480, 640, 8), 112, "1/4 portrait"),
+        (image_jpeg(1600, 1000, 9), 96, "1/8"),
+        (libjpeg(700, 520, 10, true), 100, "1/4 progressive"),
+        (libjpeg(700, 520, 11, false), 64, "1/8 baseline libjpeg"),
+        (image_jpeg(640, 480, 13), 224, "1/2 landscape"),
+        (libjpeg(480, 700, 14, true), 200, "1/2 portrait progressive"),
     ];
     for (bytes, size, name) in &cases {
         let mut d = Decoder::new(DecodeSettings::with_size(*size));
