@@ -566,7 +566,7 @@ fn check_norm(
     problems: &mut Problems,
 ) -> Normalization {
     let std = std.unwrap_or(IMAGENET_STD);
-    if std.iter().any(|s| !(*s > 0.0) || !s.is_finite()) {
+    if std.iter().any(|s| *s <= 0.0 || !s.is_finite()) {
         problems.add(
             "model.std",
             format!("every value must be positive and finite, found {std:?}"),
@@ -674,13 +674,13 @@ fn check_runtime(
         }
     };
     let library = r.library.map(|p| resolve(&p));
-    if let Some(lib) = &library {
-        if !lib.is_file() {
-            problems.add(
-                "runtime.library",
-                format!("{} does not exist", lib.display()),
-            );
-        }
+    if let Some(lib) = &library
+        && !lib.is_file()
+    {
+        problems.add(
+            "runtime.library",
+            format!("{} does not exist", lib.display()),
+        );
     }
     Some(RuntimeSpec {
         library,

@@ -77,6 +77,9 @@ impl Passes {
     }
 }
 
+/// What [`start`] hands back: the decoded items, in completion order, and the threads to join.
+pub type Started<T> = (Receiver<Decoded<T>>, Upstream);
+
 /// Starts the source and the decode workers for `plan`, preparing each image with `prepare`. The
 /// source makes the passes `passes` describes; samples carry their pass number as `epoch`.
 pub fn start<P: Prepare>(
@@ -87,14 +90,12 @@ pub fn start<P: Prepare>(
     counters: &Arc<Counters>,
     source_stage: &Arc<Stage>,
     decode_stage: &Arc<Stage>,
-) -> Result<(Receiver<Decoded<P::Item>>, Upstream), PipelineError> {
+) -> Result<Started<P::Item>, PipelineError> {
     // Few samples in flight before decoding: encoded files can be large.
     let (sample_tx, sample_rx) = async_channel::bounded::<Sample>(2 * plan.workers + 2);
     let (item_tx, item_rx) = async_channel::bounded(plan.queue);
     let workers = workers::spawn(
-        plan.workers,
-        plan.worker_nice,
-        plan.decode.clone(),
+        plan,
         prepare,
         sample_rx,
         item_tx,

@@ -42,10 +42,10 @@ pub fn write_preview(
     impl Emit for Collect {
         fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
             let mut rgb = Vec::new();
-            if let Ok(bytes) = bytes {
-                if self.decoder.decode_into(&bytes, &mut rgb).is_ok() {
-                    self.images.push((key, rgb));
-                }
+            if let Ok(bytes) = bytes
+                && self.decoder.decode_into(&bytes, &mut rgb).is_ok()
+            {
+                self.images.push((key, rgb));
             }
             self.images.len() < self.wanted
         }

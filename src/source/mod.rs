@@ -142,7 +142,7 @@ impl Holdout {
     }
 
     fn hash(key: &str) -> u64 {
-        crate::rng::Rng::for_key(0x4845_4c44_4f55_54, key).next_u64()
+        crate::rng::Rng::for_key(0x0048_454c_444f_5554, key).next_u64()
     }
 
     pub fn contains(&self, key: &str) -> bool {

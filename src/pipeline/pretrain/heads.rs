@@ -155,7 +155,7 @@ fn decoder(
         .map(|i| built.layers()[i].output_shape.clone())
         .ok_or("the encoder has no feature map")?;
     let (channels, side) = (fmap[0], fmap[1]);
-    if target % side != 0 || !(target / side).is_power_of_two() {
+    if !target.is_multiple_of(side) || !(target / side).is_power_of_two() {
         return Err(format!(
             "the encoder's last feature map is {side}×{side} at {input_size} px, and the task's target is {target}×{target}: a power-of-two multiple is needed (change decode.size or the encoder's stages)"
         ));
