@@ -369,7 +369,7 @@ impl BuiltinEncoder {
         let mut stage_outputs = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             x = l.layer.emit_forward(g, &x, &l.name)?;
-            if self.stage_ends.contains(&i) {
+            if self.spec.features == Features::Stages && self.stage_ends.contains(&i) {
                 stage_outputs.push((i, x.clone()));
             }
         }
@@ -388,9 +388,10 @@ impl BuiltinEncoder {
                     vec![],
                 )?
             } else {
-                // Two cells per side: kernel ⌈n/2⌉, stride ⌊n/2⌋ (odd sides overlap by one).
-                let kernel = |n: usize| n.div_ceil(2).max(1) as i64;
-                let stride = |n: usize| (n / 2).max(1) as i64;
+                // Two cells per side (maps are square, so n ≥ 2 here): kernel ⌈n/2⌉ and stride
+                // ⌊n/2⌋, so odd sides overlap by one.
+                let kernel = |n: usize| n.div_ceil(2) as i64;
+                let stride = |n: usize| (n / 2) as i64;
                 g.node(
                     "AveragePool",
                     &[&out],

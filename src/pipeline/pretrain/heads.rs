@@ -148,7 +148,7 @@ fn decoder(
     target: usize,
 ) -> Result<Vec<HeadLayer>, String> {
     let built = BuiltinEncoder::new(encoder.clone(), input_size).map_err(|e| e.to_string())?;
-    // The last stage's output: what the layer before the global pooling produces.
+    // The last stage's output: the map the dense head decodes from.
     let fmap = built
         .feature_map_layers()
         .checked_sub(1)
