@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::raw::{self, EmbeddingType, ModelSection, OnError, SourceSection};
 use super::{ConfigErrors, Locator, Problems};
 use crate::decode::DecodeSettings;
-use crate::model::{BuiltinEncoder, DEFAULT_EMBEDDING_DIM, EncoderSpec, Features};
+use crate::model::{BuiltinEncoder, DEFAULT_EMBEDDING_DIM, DEFAULT_GRID, EncoderSpec, Features};
 use crate::pretext::TaskConfig;
 use crate::runtime::{Device, Optimization, SessionSettings};
 use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
@@ -358,6 +358,19 @@ fn section<T: DeserializeOwned>(
             {
                 field = format!("{field}.{unknown}");
             }
+            // Likewise for a value outside an enum's variants: find the key that holds it.
+            if field == name
+                && let Some(bad) = inner
+                    .strip_prefix("unknown variant `")
+                    .and_then(|r| r.split('`').next())
+                && let Some(key) = table.get(name).and_then(|v| v.as_table()).and_then(|t| {
+                    t.iter()
+                        .find(|(_, v)| v.as_str() == Some(bad))
+                        .map(|(k, _)| k)
+                })
+            {
+                field = format!("{name}.{key}");
+            }
             problems.add(&field, inner);
             None
         }
@@ -594,7 +607,14 @@ fn check_model(
             if b.features == Features::Stages && b.embedding_dim.is_some() {
                 problems.add(
                     "model.embedding_dim",
-                    "with features = \"stages\" the embedding is every stage's 2x2-pooled map, its length follows from width, stages and decode.size: remove embedding_dim",
+                    "with features = \"stages\" the embedding is every stage's grid-pooled map, its length follows from width, stages, grid, stem and decode.size: remove embedding_dim",
+                );
+                return None;
+            }
+            if b.features == Features::Last && b.grid.is_some() {
+                problems.add(
+                    "model.grid",
+                    "grid sets the pooling of features = \"stages\"; with \"last\" the embedding is the last map's global average: remove grid or set features = \"stages\"",
                 );
                 return None;
             }
@@ -604,6 +624,8 @@ fn check_model(
                 embedding_dim: b.embedding_dim.unwrap_or(DEFAULT_EMBEDDING_DIM),
                 in_channels: 3,
                 features: b.features,
+                stem: b.stem,
+                grid: b.grid.unwrap_or(DEFAULT_GRID),
             };
             // The built encoder's spec carries the derived length for `stages`.
             let spec = match BuiltinEncoder::new(spec, size) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::model::Features;
+use crate::model::{Features, Stem};
 
 /// `[pipeline]`: run-wide settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +123,10 @@ pub struct BuiltinSection {
     pub embedding_dim: Option<u32>,
     #[serde(default)]
     pub features: Features,
+    #[serde(default)]
+    pub stem: Stem,
+    /// Cells per side of the `stages` pooling grid (default 2); only with `features = "stages"`.
+    pub grid: Option<u32>,
     /// Seed of the initial weights.
     #[serde(default)]
     pub seed: u64,
@@ -137,6 +141,8 @@ impl Default for BuiltinSection {
             stages: default_stages(),
             embedding_dim: None,
             features: Features::Last,
+            stem: Stem::Pooled,
+            grid: None,
             seed: 0,
             mean: None,
             std: None,

@@ -2,11 +2,13 @@
 //! input size, and emitted as a self-contained ONNX model.
 //!
 //! Architecture (per sample, input `[in_channels, S, S]`):
-//! stem Conv3×3/2 → BN → ReLU → MaxPool3×3/2 (pad 1); stage *i* has `width·2^i` channels and
+//! stem Conv3×3 → BN → ReLU (→ MaxPool3×3/2, pad 1), its strides set by [`Stem`]: ÷4 for photos,
+//! ÷2 or ÷1 for small images like CIFAR's or MNIST's; stage *i* has `width·2^i` channels and
 //! `stages[i]` basic blocks, the first of which strides 2 (except in stage 0); then the features
 //! ([`Features`]): `last` (default) is GlobalAveragePool → Flatten → Linear → `embedding`
-//! `[embedding_dim]`; `stages` averages every stage's output over a 2×2 grid of cells and
-//! concatenates them, without a projection (the multi-layer features linear probes favour).
+//! `[embedding_dim]`; `stages` averages every stage's output over a grid of cells (2×2 unless
+//! `grid` says otherwise) and concatenates them, without a projection (the multi-layer,
+//! spatially pooled features linear probes favour).
 //!
 //! Guarantees:
 //! - [`BuiltinEncoder::new`] checks the whole spec and the input size up front; after it succeeds,
@@ -47,6 +49,9 @@ const MAX_BLOCKS_PER_STAGE: u32 = 32;
 const MAX_EMBEDDING_DIM: u32 = 16384;
 const MAX_IN_CHANNELS: u32 = 64;
 const MAX_INPUT_SIZE: u32 = 8192;
+const MAX_GRID: u32 = 16;
+/// Cells per side of the `stages` pooling grid unless the spec says otherwise.
+pub const DEFAULT_GRID: u32 = 2;
 
 /// What the encoder's embedding is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -55,12 +60,46 @@ pub enum Features {
     /// The last stage's map, globally averaged, through a linear projection to `embedding_dim`.
     #[default]
     Last,
-    /// Every stage's map averaged over a 2×2 grid of cells (cells overlap by one row or column
-    /// when a side is odd; a 1-pixel map is one cell), flattened channel-major and concatenated
-    /// in stage order. No projection: the dimension follows from the widths and the input size.
+    /// Every stage's map averaged over a grid of `grid`×`grid` cells (fewer on a map with fewer
+    /// pixels per side: then every pixel is a cell; neighbouring cells overlap when the side is
+    /// not a multiple of the cell count), flattened channel-major and concatenated in stage
+    /// order. No projection: the dimension follows from the widths, the grid and the input size.
     /// Linear probes on such multi-layer, spatially pooled features are the usual evaluation of
     /// pretext-trained encoders (the layer right under a pretext head transfers worst).
     Stages,
+}
+
+/// How much the stem shrinks the input before stage 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stem {
+    /// Conv3×3 stride 2, then MaxPool3×3 stride 2 (÷4): the ImageNet ResNet's, for photos of
+    /// 64 px and more.
+    #[default]
+    Pooled,
+    /// Conv3×3 stride 2, no pooling (÷2): every map has twice the side, so the encoder costs
+    /// about 4× the pooled one's compute.
+    Strided,
+    /// Conv3×3 stride 1, no pooling (÷1): CIFAR ResNets' stem, for images of about 32 px, where
+    /// the pooled stem would leave stage 0 an 8×8 map. About 16× the pooled encoder's compute.
+    Full,
+}
+
+impl Stem {
+    fn conv_stride(self) -> usize {
+        match self {
+            Stem::Pooled | Stem::Strided => 2,
+            Stem::Full => 1,
+        }
+    }
+
+    fn halvings(self) -> u32 {
+        match self {
+            Stem::Pooled => 2,
+            Stem::Strided => 1,
+            Stem::Full => 0,
+        }
+    }
 }
 
 /// What a user chooses about the built-in encoder (the `[model]` part of a pipeline).
@@ -77,6 +116,10 @@ pub struct EncoderSpec {
     pub in_channels: u32,
     /// What the embedding is made of.
     pub features: Features,
+    /// How much the stem downsamples (models saved before this field existed have `pooled`).
+    pub stem: Stem,
+    /// Cells per side of each stage's pooling grid with [`Features::Stages`].
+    pub grid: u32,
 }
 
 impl Default for EncoderSpec {
@@ -87,6 +130,8 @@ impl Default for EncoderSpec {
             embedding_dim: DEFAULT_EMBEDDING_DIM,
             in_channels: 3,
             features: Features::Last,
+            stem: Stem::Pooled,
+            grid: DEFAULT_GRID,
         }
     }
 }
@@ -94,8 +139,8 @@ impl Default for EncoderSpec {
 impl EncoderSpec {
     /// How many times the spatial size shrinks from input to the last stage.
     fn downsampling(&self) -> u32 {
-        // stem conv and max-pool halve once each; every stage after the first halves once.
-        let halvings = 2 + self.stages.len().saturating_sub(1) as u32;
+        // The stem halves up to twice; every stage after the first halves once.
+        let halvings = self.stem.halvings() + self.stages.len().saturating_sub(1) as u32;
         1u32.checked_shl(halvings).unwrap_or(u32::MAX)
     }
 
@@ -117,6 +162,13 @@ impl EncoderSpec {
                 "embedding_dim",
                 format!("between 1 and {MAX_EMBEDDING_DIM}"),
                 self.embedding_dim.to_string(),
+            );
+        }
+        if self.grid == 0 || self.grid > MAX_GRID {
+            return invalid(
+                "grid",
+                format!("between 1 and {MAX_GRID} cells per side"),
+                self.grid.to_string(),
             );
         }
         if self.in_channels == 0 || self.in_channels > MAX_IN_CHANNELS {
@@ -170,9 +222,17 @@ pub struct NamedLayer {
     pub output_shape: Vec<usize>,
 }
 
-/// Cells per side of a stage's pooling grid: 2, or 1 for a 1-pixel side.
-fn grid_cells(side: usize) -> usize {
-    side.clamp(1, 2)
+/// Cells per side of a stage's pooling grid: `grid`, or the side itself when it is shorter.
+fn grid_cells(grid: u32, side: usize) -> usize {
+    side.clamp(1, grid as usize)
+}
+
+/// The AveragePool window that cuts `side` pixels into `cells` cells covering all of them:
+/// stride `⌊side/cells⌋` and kernel `side − (cells−1)·stride` (so odd remainders widen every
+/// cell, and neighbours overlap, rather than dropping the last pixels).
+pub(super) fn cell_window(side: usize, cells: usize) -> (i64, i64) {
+    let stride = side / cells;
+    ((side - (cells - 1) * stride) as i64, stride as i64)
 }
 
 /// A validated encoder for one input size.
@@ -209,22 +269,30 @@ impl BuiltinEncoder {
         let mut plan: Vec<(String, Layer)> = vec![
             (
                 "stem.conv".into(),
-                Layer::Conv2d(Conv2d::new(spec.in_channels as usize, width, 3, 2, 1)),
+                Layer::Conv2d(Conv2d::new(
+                    spec.in_channels as usize,
+                    width,
+                    3,
+                    spec.stem.conv_stride(),
+                    1,
+                )),
             ),
             (
                 "stem.bn".into(),
                 Layer::BatchNorm2d(BatchNorm2d::new(width)),
             ),
             ("stem.relu".into(), Layer::Relu(Relu)),
-            (
+        ];
+        if spec.stem == Stem::Pooled {
+            plan.push((
                 "stem.pool".into(),
                 Layer::MaxPool2d(MaxPool2d {
                     kernel: 3,
                     stride: 2,
                     padding: 1,
                 }),
-            ),
-        ];
+            ));
+        }
         let mut channels = width;
         let mut stage_ends = Vec::with_capacity(spec.stages.len());
         for (i, &blocks) in spec.stages.iter().enumerate() {
@@ -273,16 +341,16 @@ impl BuiltinEncoder {
                 .iter()
                 .map(|&i| {
                     let s = &layers[i].output_shape;
-                    s[0] * grid_cells(s[1]) * grid_cells(s[2])
+                    s[0] * grid_cells(spec.grid, s[1]) * grid_cells(spec.grid, s[2])
                 })
                 .sum();
             if dim > MAX_EMBEDDING_DIM as usize {
                 return Err(ModelError::InvalidSpec {
                     field: "features",
                     expected: format!(
-                        "at most {MAX_EMBEDDING_DIM} values (every stage's 2x2 grid of channels)"
+                        "at most {MAX_EMBEDDING_DIM} values (every stage's channels × grid cells)"
                     ),
-                    found: format!("{dim}"),
+                    found: format!("{dim} (lower `grid` or `width`)"),
                 });
             }
             spec.embedding_dim = dim as u32;
@@ -380,7 +448,8 @@ impl BuiltinEncoder {
         for (i, out) in stage_outputs {
             let (name, shape) = (&self.layers[i].name, &self.layers[i].output_shape);
             let (h, w) = (shape[1], shape[2]);
-            let grid = if grid_cells(h) * grid_cells(w) == 1 {
+            let cells = |n| grid_cells(self.spec.grid, n);
+            let grid = if cells(h) * cells(w) == 1 {
                 g.node(
                     "GlobalAveragePool",
                     &[&out],
@@ -388,17 +457,15 @@ impl BuiltinEncoder {
                     vec![],
                 )?
             } else {
-                // Two cells per side (maps are square, so n ≥ 2 here): kernel ⌈n/2⌉ and stride
-                // ⌊n/2⌋, so odd sides overlap by one.
-                let kernel = |n: usize| n.div_ceil(2) as i64;
-                let stride = |n: usize| (n / 2) as i64;
+                let (kh, sh) = cell_window(h, cells(h));
+                let (kw, sw) = cell_window(w, cells(w));
                 g.node(
                     "AveragePool",
                     &[&out],
                     &format!("{name}.grid"),
                     vec![
-                        attr_ints("kernel_shape", &[kernel(h), kernel(w)]),
-                        attr_ints("strides", &[stride(h), stride(w)]),
+                        attr_ints("kernel_shape", &[kh, kw]),
+                        attr_ints("strides", &[sh, sw]),
                     ],
                 )?
             };

@@ -42,6 +42,89 @@ fn default_spec_shape_chain_at_96_and_224() -> Result<(), ModelError> {
 }
 
 #[test]
+fn stems_set_the_downsampling_before_stage_zero() -> Result<(), ModelError> {
+    // At 32 px: the pooled stem leaves stage 0 an 8² map, the strided one 16², the full one 32².
+    for (stem, stage0, min_size) in [
+        (Stem::Pooled, 8, 16),
+        (Stem::Strided, 16, 8),
+        (Stem::Full, 32, 4),
+    ] {
+        let spec = EncoderSpec {
+            stages: vec![1, 1, 1],
+            stem,
+            ..Default::default()
+        };
+        let encoder = BuiltinEncoder::new(spec.clone(), 32)?;
+        let names: Vec<String> = shapes(&encoder).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names.contains(&"stem.pool".to_string()),
+            stem == Stem::Pooled
+        );
+        let stage_maps: Vec<Vec<usize>> = shapes(&encoder)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("stage"))
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(
+            stage_maps,
+            vec![
+                vec![32, stage0, stage0],
+                vec![64, stage0 / 2, stage0 / 2],
+                vec![128, stage0 / 4, stage0 / 4],
+            ],
+            "{stem:?}"
+        );
+        assert_eq!(BuiltinEncoder::min_input_size(&spec), min_size, "{stem:?}");
+        assert!(BuiltinEncoder::new(spec, min_size - 1).is_err(), "{stem:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn stage_grid_sets_the_feature_length() -> Result<(), ModelError> {
+    // Strided stem at 32 px: stage maps 16², 8², 4² with 8, 16, 32 channels.
+    for (grid, dim) in [
+        (1, 8 + 16 + 32),
+        (2, (8 + 16 + 32) * 4),
+        (4, (8 + 16 + 32) * 16),
+        // An 8-cell grid is every pixel of the 8² and 4² maps.
+        (8, 8 * 64 + 16 * 64 + 32 * 16),
+    ] {
+        let spec = EncoderSpec {
+            width: 8,
+            stages: vec![1, 1, 1],
+            features: Features::Stages,
+            stem: Stem::Strided,
+            grid,
+            ..Default::default()
+        };
+        assert_eq!(
+            BuiltinEncoder::new(spec, 32)?.embedding_dim(),
+            dim,
+            "grid {grid}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn cell_windows_cover_the_whole_side() {
+    for side in 1..40 {
+        for cells in 1..=side {
+            let (kernel, stride) = encoder::cell_window(side, cells);
+            let (kernel, stride) = (kernel as usize, stride as usize);
+            assert!(kernel >= stride && stride >= 1, "{side}/{cells}");
+            // The last cell ends exactly at the last pixel.
+            assert_eq!((cells - 1) * stride + kernel, side, "{side}/{cells}");
+        }
+    }
+    // Two cells of an odd side overlap by one, as in the original 2×2 grid.
+    assert_eq!(encoder::cell_window(7, 2), (4, 3));
+    assert_eq!(encoder::cell_window(10, 3), (4, 3));
+    assert_eq!(encoder::cell_window(16, 4), (4, 4));
+}
+
+#[test]
 fn param_count_of_a_tiny_spec_matches_hand_count() -> Result<(), ModelError> {
     let spec = EncoderSpec {
         width: 4,
@@ -138,6 +221,20 @@ fn validation_says_what_is_wrong() {
                 ..Default::default()
             },
             "channels in the last stage",
+        ),
+        (
+            EncoderSpec {
+                grid: 0,
+                ..Default::default()
+            },
+            "`grid` must be between 1 and 16 cells per side, found 0",
+        ),
+        (
+            EncoderSpec {
+                grid: 17,
+                ..Default::default()
+            },
+            "found 17",
         ),
     ];
     for (spec, needle) in cases {

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use encoder::{
-    BuiltinEncoder, DEFAULT_EMBEDDING_DIM, EMBEDDING_OUTPUT, EncoderSpec, Features, IMAGES_INPUT,
-    INPUT_SIZE_METADATA_KEY, NamedLayer, SPEC_METADATA_KEY,
+    BuiltinEncoder, DEFAULT_EMBEDDING_DIM, DEFAULT_GRID, EMBEDDING_OUTPUT, EncoderSpec, Features,
+    IMAGES_INPUT, INPUT_SIZE_METADATA_KEY, NamedLayer, SPEC_METADATA_KEY, Stem,
 };
 pub use graph::{Dim, GraphBuilder, OPSET_VERSION};
 pub use layers::{

@@ -200,6 +200,56 @@ fn stage_features_are_grid_averages_of_every_stage() -> TestResult {
 }
 
 #[test]
+fn a_finer_stage_grid_refines_the_coarser_one() -> TestResult {
+    let env = environment(None)?;
+    // Strided stem at 32 px: stage maps 16², 8², 4² with 4, 8, 16 channels.
+    let spec = |grid| EncoderSpec {
+        width: 4,
+        stages: vec![1, 1, 1],
+        features: Features::Stages,
+        stem: Stem::Strided,
+        grid,
+        ..Default::default()
+    };
+    let coarse = BuiltinEncoder::new(spec(2), 32)?;
+    let fine = BuiltinEncoder::new(spec(4), 32)?;
+    let params = perturbed_params(&coarse, 5);
+    let input = images(2, 3, 32, 9);
+    let mut outs = Vec::new();
+    for encoder in [&coarse, &fine] {
+        let bytes = encoder.to_onnx(&params)?;
+        let mut session = session_from_bytes(env, &SessionSettings::default(), &bytes)?;
+        outs.push(run(&mut session, input.clone(), [2, 3, 32, 32])?.1);
+    }
+    let (c_out, f_out) = (&outs[0], &outs[1]);
+    let (c_dim, f_dim) = (4 * 28, 16 * 28);
+    assert_eq!((c_out.len(), f_out.len()), (2 * c_dim, 2 * f_dim));
+    // Each 2×2 cell is the mean of the four 4×4 cells it covers (all windows exact here).
+    for n in 0..2 {
+        let (mut c_at, mut f_at) = (n * c_dim, n * f_dim);
+        for channels in [4, 8, 16] {
+            for ch in 0..channels {
+                for (row, col) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let want = c_out[c_at + ch * 4 + row * 2 + col];
+                    let mut sum = 0.0;
+                    for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        sum += f_out[f_at + ch * 16 + (2 * row + i) * 4 + 2 * col + j];
+                    }
+                    let got = sum / 4.0;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "sample {n}, {channels}-channel stage, channel {ch}, cell {row},{col}: {got} vs {want}"
+                    );
+                }
+            }
+            c_at += channels * 4;
+            f_at += channels * 16;
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn stage_features_work_at_odd_and_one_pixel_maps() -> TestResult {
     let env = environment(None)?;
     // 37 px: maps 10², 5², 3² (odd sides: overlapping cells); 16 px: 4², 2², 1² (one cell).

@@ -195,6 +195,46 @@ fn stage_features_concatenate_every_stage_and_refuse_an_embedding_dim() {
 }
 
 #[test]
+fn stem_and_grid_shape_the_stage_features() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    mixed_folder(&images);
+    let body = |model: &str, out: &Path| {
+        format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\n{model}[output]\ndir = \"{}\"\n",
+            images.display(),
+            out.display()
+        )
+    };
+    let out = t.path().join("out");
+    let model = "stem = \"strided\"\nfeatures = \"stages\"\ngrid = 4\n";
+    let p = pipeline(t.path(), "grid.toml", &body(model, &out));
+    summary_json(&run_cli(&["run", "--json", "-q", p.to_str().unwrap()]));
+    // 32 px through the strided stem: stage 0 is 16x16 (8 channels), stage 1 8x8 (16): 4x4 cells.
+    let rows = read_features(&out);
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.embedding.len() == 16 * 8 + 16 * 16));
+
+    // A grid only pools stage features; with "last" it is refused at its line.
+    let p = pipeline(t.path(), "bad.toml", &body("grid = 4\n", &out));
+    let v = run_cli(&["validate", p.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(2));
+    let err = text(&v.stderr);
+    assert!(
+        err.contains("bad.toml:10: model.grid: grid sets the pooling of features = \"stages\""),
+        "{err}"
+    );
+    let p = pipeline(t.path(), "stem.toml", &body("stem = \"tiny\"\n", &out));
+    let v = run_cli(&["validate", p.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(2));
+    let err = text(&v.stderr);
+    assert!(
+        err.contains("stem.toml:10: model.stem: unknown variant `tiny`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_model_for_another_input_size_is_refused_with_the_line_to_fix() {
     let t = tempfile::tempdir().unwrap();
     let images = t.path().join("images");
