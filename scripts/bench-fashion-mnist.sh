@@ -5,9 +5,14 @@
 # probe and kNN, 3 draws each). Baselines in the same table: raw pixels and the same encoder with
 # random initial weights.
 #
-#   [FEATURES=stages|last] bash scripts/bench-fashion-mnist.sh [MINUTES] [TASKS...]
+#   [FEATURES=stages|last] [SIZE=64] [GRID=8] [STEM=strided] [VIEW_SIZE=16] [WIDTH=32] \
+#     bash scripts/bench-fashion-mnist.sh [MINUTES] [TASKS...]
 #
 # MINUTES: pretraining budget per task (default 10); TASKS: default "rotation jigsaw inpaint views".
+# SIZE: the working size the 28-px images are resized to (jigsaw: at least 64); GRID: cells per
+# side of the `stages` pooling; STEM: the encoder's stem; VIEW_SIZE: side of the two views the
+# views task trains on (smaller than SIZE: cheaper steps, and objects look as large as in the
+# crops seen in training); WIDTH: the encoder's width.
 # Everything goes to out/fmnist/; the table is printed at the end and saved as out/fmnist/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +45,14 @@ classes=(T-shirt/top Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag Ankle-
   done
 } >"$OUT/labels.csv"
 
+SIZE=${SIZE:-64}
+GRID=${GRID:-8}
+STEM=${STEM:-strided}
+VIEW_SIZE=${VIEW_SIZE:-16}
+WIDTH=${WIDTH:-32}
+
 # pipeline NAME PART MODEL [SIZE]: a pipeline for the train or test file (PART = train|t10k) with
-# the [model] body MODEL, images resized to SIZE (32).
+# the [model] body MODEL, images resized to SIZE (default $SIZE).
 pipeline() {
   cat <<TOML
 [pipeline]
@@ -50,7 +61,7 @@ seed = 0
 kind = "idx"
 path = "$DATA/$2-images-idx3-ubyte"
 [decode]
-size = ${4:-32}
+size = ${4:-$SIZE}
 [model]
 $3
 [embed]
@@ -59,16 +70,17 @@ batch_size = 256
 dir = "$OUT/$1/$2"
 TOML
 }
-# FEATURES: the encoder's `features` ("stages": every stage's 2x2-grid average, 896 values at
-# 32 px; "last": the last stage's global average, 128 values).
+# FEATURES: the encoder's `features` ("stages": every stage's GRID x GRID average; "last": the
+# last stage's global average, 4*WIDTH values).
 FEATURES=${FEATURES:-stages}
-DIM=""
-if [ "$FEATURES" = last ]; then DIM="embedding_dim = 128"; fi
+POOLING="grid = $GRID"
+if [ "$FEATURES" = last ]; then POOLING="embedding_dim = $((4 * WIDTH))"; fi
 ENCODER="kind = \"builtin\"
-width = 32
+width = $WIDTH
 stages = [1, 1, 1]
+stem = \"$STEM\"
 features = \"$FEATURES\"
-$DIM
+$POOLING
 mean = [0.286, 0.286, 0.286]
 std = [0.353, 0.353, 0.353]"
 
@@ -112,15 +124,17 @@ row "random init" "$OUT/random/eval.json" "–"
 
 for task in $TASKS; do
   pretext="kind = \"$task\""
-  size=32
+  size=$SIZE
   case $task in
-    jigsaw) # 2x2 tiles of 24 px (the encoder needs at least 16 px): work at 64 px
-      size=64
+    jigsaw) # 2x2 tiles of 24 px: work at 64 px at least
+      size=$((SIZE > 64 ? SIZE : 64))
       pretext="$pretext
 grid = 2
 permutations = 24" ;;
     inpaint) pretext="$pretext
-hole = 12" ;;
+hole = $((SIZE * 3 / 8))" ;;
+    views) pretext="$pretext
+out_size = $VIEW_SIZE" ;;
   esac
   {
     pipeline "$task" train "$ENCODER" $size
