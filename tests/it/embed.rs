@@ -164,17 +164,23 @@ fn a_user_onnx_file_gives_the_same_features_as_the_builtin_it_came_from() {
     );
 }
 
+/// A pipeline body embedding `images` at 32 px with a two-stage, width-8 built-in encoder whose
+/// `[model]` section ends with `model` (line 10 is its first line).
+fn builtin_body(images: &Path, model: &str, out: &Path) -> String {
+    format!(
+        "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\n{model}[output]\ndir = \"{}\"\n",
+        images.display(),
+        out.display()
+    )
+}
+
 #[test]
 fn stage_features_concatenate_every_stage_and_refuse_an_embedding_dim() {
     let t = tempfile::tempdir().unwrap();
     let images = t.path().join("images");
     mixed_folder(&images);
     let body = |extra: &str, out: &Path| {
-        format!(
-            "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\nfeatures = \"stages\"\n{extra}[output]\ndir = \"{}\"\n",
-            images.display(),
-            out.display()
-        )
+        builtin_body(&images, &format!("features = \"stages\"\n{extra}"), out)
     };
     let out = t.path().join("out");
     let p = pipeline(t.path(), "stages.toml", &body("", &out));
@@ -199,16 +205,9 @@ fn stem_and_grid_shape_the_stage_features() {
     let t = tempfile::tempdir().unwrap();
     let images = t.path().join("images");
     mixed_folder(&images);
-    let body = |model: &str, out: &Path| {
-        format!(
-            "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\n{model}[output]\ndir = \"{}\"\n",
-            images.display(),
-            out.display()
-        )
-    };
     let out = t.path().join("out");
     let model = "stem = \"strided\"\nfeatures = \"stages\"\ngrid = 4\n";
-    let p = pipeline(t.path(), "grid.toml", &body(model, &out));
+    let p = pipeline(t.path(), "grid.toml", &builtin_body(&images, model, &out));
     summary_json(&run_cli(&["run", "--json", "-q", p.to_str().unwrap()]));
     // 32 px through the strided stem: stage 0 is 16x16 (8 channels), stage 1 8x8 (16): 4x4 cells.
     let rows = read_features(&out);
@@ -216,7 +215,11 @@ fn stem_and_grid_shape_the_stage_features() {
     assert!(rows.iter().all(|r| r.embedding.len() == 16 * 8 + 16 * 16));
 
     // A grid only pools stage features; with "last" it is refused at its line.
-    let p = pipeline(t.path(), "bad.toml", &body("grid = 4\n", &out));
+    let p = pipeline(
+        t.path(),
+        "bad.toml",
+        &builtin_body(&images, "grid = 4\n", &out),
+    );
     let v = run_cli(&["validate", p.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(2));
     let err = text(&v.stderr);
@@ -224,7 +227,11 @@ fn stem_and_grid_shape_the_stage_features() {
         err.contains("bad.toml:10: model.grid: grid sets the pooling of features = \"stages\""),
         "{err}"
     );
-    let p = pipeline(t.path(), "stem.toml", &body("stem = \"tiny\"\n", &out));
+    let p = pipeline(
+        t.path(),
+        "stem.toml",
+        &builtin_body(&images, "stem = \"tiny\"\n", &out),
+    );
     let v = run_cli(&["validate", p.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(2));
     let err = text(&v.stderr);
