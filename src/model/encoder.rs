@@ -444,11 +444,11 @@ impl BuiltinEncoder {
         if self.spec.features == Features::Last {
             return Ok(x);
         }
+        let cells = |side| grid_cells(self.spec.grid, side);
         let mut pooled = Vec::with_capacity(stage_outputs.len());
         for (i, out) in stage_outputs {
             let (name, shape) = (&self.layers[i].name, &self.layers[i].output_shape);
             let (h, w) = (shape[1], shape[2]);
-            let cells = |n| grid_cells(self.spec.grid, n);
             let grid = if cells(h) * cells(w) == 1 {
                 g.node(
                     "GlobalAveragePool",
