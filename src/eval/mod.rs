@@ -461,15 +461,29 @@ pub fn run(options: &EvalOptions) -> Result<EvalReport, EvalError> {
         .collect();
     let n_classes = classes.len();
     let dim = feats.dim;
-    let mut x = Matrix::zeros(present.len(), dim);
-    let mut y = Vec::with_capacity(present.len());
-    for (i, &r) in present.iter().enumerate() {
-        let f = feats.of_label[r].unwrap_or_default();
-        x.row_mut(i)
-            .copy_from_slice(&feats.values[f * dim..(f + 1) * dim]);
-        y.push(class_of[labels.rows[r].label.as_str()]);
-    }
-    drop(feats.values);
+    // The embeddings stay where they were read (one copy of the largest thing in memory); an
+    // example's row is looked up when a probe selects it.
+    let feature_row: Vec<usize> = present
+        .iter()
+        .map(|&r| feats.of_label[r].unwrap_or_default())
+        .collect();
+    let y: Vec<usize> = present
+        .iter()
+        .map(|&r| class_of[labels.rows[r].label.as_str()])
+        .collect();
+    let x = Matrix {
+        rows: feats.values.len() / dim,
+        cols: dim,
+        data: feats.values,
+    };
+    let select = |examples: &[usize]| -> Matrix {
+        let rows: Vec<usize> = examples.iter().map(|&i| feature_row[i]).collect();
+        x.select(&rows)
+    };
+    let unit = |mut m: Matrix| {
+        m.normalize_rows();
+        m
+    };
 
     let (pool, test) = if labels.has_split {
         let side = |i: &usize| labels.rows[present[*i]].split == Some(labels::Split::Test);
@@ -526,11 +540,9 @@ pub fn run(options: &EvalOptions) -> Result<EvalReport, EvalError> {
         }
     }
 
-    let x_test = x.select(&test);
+    let x_test = select(&test);
     let y_test: Vec<usize> = test.iter().map(|&i| y[i]).collect();
-    let mut x_unit = x.clone();
-    x_unit.normalize_rows();
-    let x_test_unit = x_unit.select(&test);
+    let x_test_unit = unit(x_test.clone());
 
     let mut probes = options.probes.clone();
     probes.sort();
@@ -577,17 +589,12 @@ pub fn run(options: &EvalOptions) -> Result<EvalReport, EvalError> {
                 let started = Instant::now();
                 let (pred, fit) = match probe {
                     Probe::Linear => {
-                        let fit = linear::fit(
-                            &x.select(&subset),
-                            &y_sub,
-                            n_classes,
-                            &linear_options,
-                            seed,
-                        );
+                        let fit =
+                            linear::fit(&select(&subset), &y_sub, n_classes, &linear_options, seed);
                         (fit.model.predict(&x_test), Some(fit))
                     }
                     Probe::Knn => {
-                        let train = x_unit.select(&subset);
+                        let train = unit(select(&subset));
                         let pred =
                             knn::predict(&train, &y_sub, n_classes, &x_test_unit, &knn_options);
                         (pred, None)
