@@ -5,7 +5,7 @@
 # probe and kNN, 3 draws each). Baselines in the same table: raw pixels and the same encoder with
 # random initial weights.
 #
-#   [FEATURES=stages|last] [SIZE=64] [GRID=8] [STEM=strided] [VIEW_SIZE=16] [WIDTH=32] \
+#   [FEATURES=stages|last] [SIZE=64] [GRID=8] [STEM=strided] [VIEW_SIZE=16] [WIDTH=48] \
 #     bash scripts/bench-fashion-mnist.sh [MINUTES] [TASKS...]
 #
 # MINUTES: pretraining budget per task (default 10); TASKS: default "rotation jigsaw inpaint views".
@@ -49,7 +49,7 @@ SIZE=${SIZE:-64}
 GRID=${GRID:-8}
 STEM=${STEM:-strided}
 VIEW_SIZE=${VIEW_SIZE:-16}
-WIDTH=${WIDTH:-32}
+WIDTH=${WIDTH:-48}
 
 # pipeline NAME PART MODEL [SIZE]: a pipeline for the train or test file (PART = train|t10k) with
 # the [model] body MODEL, images resized to SIZE (default $SIZE).
