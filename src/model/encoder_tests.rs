@@ -108,6 +108,31 @@ fn stage_grid_sets_the_feature_length() -> Result<(), ModelError> {
 }
 
 #[test]
+fn stage_features_are_bounded_at_32768_values() -> Result<(), ModelError> {
+    // Strided stem at 64 px, 8x8 grid: (w + 2w + 4w) channels x 64 cells = 448·w values.
+    let spec = |width| EncoderSpec {
+        width,
+        stages: vec![1, 1, 1],
+        features: Features::Stages,
+        stem: Stem::Strided,
+        grid: 8,
+        ..Default::default()
+    };
+    assert_eq!(BuiltinEncoder::new(spec(48), 64)?.embedding_dim(), 21_504);
+    assert_eq!(BuiltinEncoder::new(spec(73), 64)?.embedding_dim(), 32_704);
+    let refused = BuiltinEncoder::new(spec(74), 64)
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|m| m.contains("33152 (lower `grid` or `width`)")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn cell_windows_cover_the_whole_side() {
     for side in 1..40 {
         for cells in 1..=side {
