@@ -80,6 +80,18 @@ fn stems_set_the_downsampling_before_stage_zero() -> Result<(), ModelError> {
     Ok(())
 }
 
+/// Three stages of one block behind the strided stem, with `"stages"` features.
+fn strided_stages(width: u32, grid: u32) -> EncoderSpec {
+    EncoderSpec {
+        width,
+        stages: vec![1, 1, 1],
+        features: Features::Stages,
+        stem: Stem::Strided,
+        grid,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn stage_grid_sets_the_feature_length() -> Result<(), ModelError> {
     // Strided stem at 32 px: stage maps 16², 8², 4² with 8, 16, 32 channels.
@@ -90,16 +102,8 @@ fn stage_grid_sets_the_feature_length() -> Result<(), ModelError> {
         // An 8-cell grid is every pixel of the 8² and 4² maps.
         (8, 8 * 64 + 16 * 64 + 32 * 16),
     ] {
-        let spec = EncoderSpec {
-            width: 8,
-            stages: vec![1, 1, 1],
-            features: Features::Stages,
-            stem: Stem::Strided,
-            grid,
-            ..Default::default()
-        };
         assert_eq!(
-            BuiltinEncoder::new(spec, 32)?.embedding_dim(),
+            BuiltinEncoder::new(strided_stages(8, grid), 32)?.embedding_dim(),
             dim,
             "grid {grid}"
         );
@@ -110,14 +114,7 @@ fn stage_grid_sets_the_feature_length() -> Result<(), ModelError> {
 #[test]
 fn stage_features_are_bounded_at_32768_values() -> Result<(), ModelError> {
     // Strided stem at 64 px, 8x8 grid: (w + 2w + 4w) channels x 64 cells = 448·w values.
-    let spec = |width| EncoderSpec {
-        width,
-        stages: vec![1, 1, 1],
-        features: Features::Stages,
-        stem: Stem::Strided,
-        grid: 8,
-        ..Default::default()
-    };
+    let spec = |width| strided_stages(width, 8);
     assert_eq!(BuiltinEncoder::new(spec(48), 64)?.embedding_dim(), 21_504);
     assert_eq!(BuiltinEncoder::new(spec(73), 64)?.embedding_dim(), 32_704);
     let refused = BuiltinEncoder::new(spec(74), 64)
