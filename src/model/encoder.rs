@@ -93,12 +93,9 @@ impl Stem {
         }
     }
 
+    /// Halvings of the side: the conv's stride, then the max-pool of the pooled stem.
     fn halvings(self) -> u32 {
-        match self {
-            Stem::Pooled => 2,
-            Stem::Strided => 1,
-            Stem::Full => 0,
-        }
+        self.conv_stride().trailing_zeros() + u32::from(self == Stem::Pooled)
     }
 }
 

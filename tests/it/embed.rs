@@ -214,31 +214,26 @@ fn stem_and_grid_shape_the_stage_features() {
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.embedding.len() == 16 * 8 + 16 * 16));
 
-    // A grid only pools stage features; with "last" it is refused at its line.
-    let p = pipeline(
-        t.path(),
-        "bad.toml",
-        &builtin_body(&images, "grid = 4\n", &out),
-    );
-    let v = run_cli(&["validate", p.to_str().unwrap()]);
-    assert_eq!(v.status.code(), Some(2));
-    let err = text(&v.stderr);
-    assert!(
-        err.contains("bad.toml:10: model.grid: grid sets the pooling of features = \"stages\""),
-        "{err}"
-    );
-    let p = pipeline(
-        t.path(),
-        "stem.toml",
-        &builtin_body(&images, "stem = \"tiny\"\n", &out),
-    );
-    let v = run_cli(&["validate", p.to_str().unwrap()]);
-    assert_eq!(v.status.code(), Some(2));
-    let err = text(&v.stderr);
-    assert!(
-        err.contains("stem.toml:10: model.stem: unknown variant `tiny`"),
-        "{err}"
-    );
+    // A grid only pools stage features: with "last" it is refused at its line; so is an unknown
+    // stem, named by its key.
+    for (file, model, expected) in [
+        (
+            "bad.toml",
+            "grid = 4\n",
+            "bad.toml:10: model.grid: grid sets the pooling of features = \"stages\"",
+        ),
+        (
+            "stem.toml",
+            "stem = \"tiny\"\n",
+            "stem.toml:10: model.stem: unknown variant `tiny`",
+        ),
+    ] {
+        let p = pipeline(t.path(), file, &builtin_body(&images, model, &out));
+        let v = run_cli(&["validate", p.to_str().unwrap()]);
+        assert_eq!(v.status.code(), Some(2));
+        let err = text(&v.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]
