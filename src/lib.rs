@@ -4,6 +4,7 @@
 //! (training or embedding) and out to Parquet. See `DESIGN.md`-style notes in each module:
 //! every module opens with what it is for and what it guarantees.
 
+pub mod atomic;
 pub mod config;
 pub mod decode;
 pub mod error;

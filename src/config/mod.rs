@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use locate::Locator;
 pub use plan::{
-    Budget, EmbedSpec, ExportSpec, ModelSpec, Normalization, OutputSpec, Pipeline, PretrainSpec,
+    Budget, EmbedSpec, Mode, ModelSpec, Normalization, OutputSpec, Pipeline, PretrainSpec,
     RuntimeSpec, Schedule,
 };
 pub use raw::{EmbeddingType, OnError};

@@ -40,16 +40,48 @@ pub struct Pipeline {
     pub seed: u64,
     pub source: SourceSpec,
     pub decode: DecodeSettings,
-    /// The pretext task, if the pipeline has one.
-    pub pretext: Option<TaskConfig>,
-    /// Write the pretext dataset (`[export]`) instead of embedding.
-    pub export: Option<ExportSpec>,
-    /// Train the built-in encoder on the pretext task first (`[pretrain]`).
-    pub pretrain: Option<PretrainSpec>,
+    /// What the run does with the images.
+    pub mode: Mode,
     pub model: ModelSpec,
     pub runtime: RuntimeSpec,
     pub embed: EmbedSpec,
     pub output: OutputSpec,
+}
+
+/// What a run does with the images, resolved from the sections present: `[export]` writes the
+/// pretext dataset, `[pretrain]` trains the built-in encoder (and then embeds, unless
+/// `[embed] enabled = false`), neither embeds with `[model]`.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Images → `[model]` → feature files. A `[pretext]` section here only serves
+    /// `sslpipe preview`.
+    Embed { pretext: Option<TaskConfig> },
+    /// Pretext samples (inputs and pseudo-labels) → Parquet, `epochs` passes.
+    Export { task: TaskConfig, epochs: u64 },
+    /// Train the built-in encoder on `task`; with `then_embed`, embed the images with it.
+    Pretrain {
+        task: TaskConfig,
+        spec: PretrainSpec,
+        then_embed: bool,
+    },
+}
+
+impl Pipeline {
+    /// The pretext task, if the pipeline names one.
+    pub fn pretext(&self) -> Option<&TaskConfig> {
+        match &self.mode {
+            Mode::Embed { pretext } => pretext.as_ref(),
+            Mode::Export { task, .. } | Mode::Pretrain { task, .. } => Some(task),
+        }
+    }
+
+    /// The pretraining settings, when the run pretrains.
+    pub fn pretrain(&self) -> Option<&PretrainSpec> {
+        match &self.mode {
+            Mode::Pretrain { spec, .. } => Some(spec),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,15 +120,8 @@ pub struct RuntimeSpec {
 }
 
 #[derive(Debug, Clone)]
-pub struct ExportSpec {
-    pub epochs: u64,
-}
-
-#[derive(Debug, Clone)]
 pub struct EmbedSpec {
     pub batch_size: usize,
-    /// Whether the embed phase runs (always, unless a pretraining pipeline turns it off).
-    pub enabled: bool,
 }
 
 /// When pretraining stops: the first limit reached (at least one is set).
@@ -228,7 +253,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
                 "needs a [pretext] section: the export writes a pretext task's samples",
             );
         }
-        ExportSpec { epochs: e.epochs }
+        e.epochs
     });
     let model = check_model(
         model.unwrap_or_default(),
@@ -278,6 +303,16 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     else {
         unreachable!("every None above recorded a problem");
     };
+    let mode = match (export, pretrain, pretext) {
+        (Some(epochs), None, Some(task)) => Mode::Export { task, epochs },
+        (None, Some(spec), Some(task)) => Mode::Pretrain {
+            task,
+            spec,
+            then_embed: embed.enabled,
+        },
+        (None, None, pretext) => Mode::Embed { pretext },
+        _ => unreachable!("[export] with [pretrain], or either without [pretext], was recorded"),
+    };
     let name = pipeline.name.unwrap_or_else(|| {
         file.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -290,9 +325,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         name,
         on_error: pipeline.on_error,
         seed: pipeline.seed,
-        pretext,
-        export,
-        pretrain,
+        mode,
         workers,
         worker_nice: pipeline.worker_nice,
         queue: pipeline.queue,
@@ -302,7 +335,6 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         runtime,
         embed: EmbedSpec {
             batch_size: embed.batch_size,
-            enabled: embed.enabled,
         },
         output,
     })

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use image::{ImageEncoder, Rgb, RgbImage};
 
 use super::{EvalError, EvalReport, ProbeResult};
+use crate::pretext::draw;
 use crate::sink::write_atomically;
 
 /// The text report: inputs, the accuracy table, then per-class accuracy and the confusion matrix
@@ -205,47 +206,24 @@ pub fn write_outputs(report: &mut EvalReport, dir: &Path) -> Result<Vec<PathBuf>
     Ok(written)
 }
 
-/// 3×5 bitmaps of the digits 0–9, row-major from the top, 3 bits per row (MSB = left).
-const DIGITS: [[u8; 5]; 10] = [
-    [0b111, 0b101, 0b101, 0b101, 0b111],
-    [0b010, 0b110, 0b010, 0b010, 0b111],
-    [0b111, 0b001, 0b111, 0b100, 0b111],
-    [0b111, 0b001, 0b111, 0b001, 0b111],
-    [0b101, 0b101, 0b111, 0b001, 0b001],
-    [0b111, 0b100, 0b111, 0b001, 0b111],
-    [0b111, 0b100, 0b111, 0b101, 0b111],
-    [0b111, 0b001, 0b001, 0b001, 0b001],
-    [0b111, 0b101, 0b111, 0b101, 0b111],
-    [0b111, 0b101, 0b111, 0b001, 0b111],
-];
-
-/// Width in pixels of `text` (digits) at `scale`: 3 per glyph plus 1 between glyphs.
+/// Width in pixels of `text` (digits) at `scale` in the shared 3×5 digit font.
 fn text_width(text: &str, scale: u32) -> u32 {
-    let n = text.len() as u32;
-    (4 * n).saturating_sub(1) * scale
+    draw::digits_width(text.chars().count(), scale as usize) as u32
 }
 
-/// Draws the digits of `text` with their top-left corner at (x, y); other characters are skipped.
+/// Draws the digits of `text` with their top-left corner at (x, y), clipped to the image.
 fn draw_digits(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32, colour: Rgb<u8>) {
-    for (g, ch) in text.chars().enumerate() {
-        let Some(d) = ch.to_digit(10) else { continue };
-        let gx = x + g as u32 * 4 * scale;
-        for (row, bits) in DIGITS[d as usize].iter().enumerate() {
-            for col in 0..3u32 {
-                if bits & (0b100 >> col) == 0 {
-                    continue;
-                }
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        let (px, py) = (gx + col * scale + dx, y + row as u32 * scale + dy);
-                        if px < img.width() && py < img.height() {
-                            img.put_pixel(px, py, colour);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    draw::draw_digits(
+        img.as_mut(),
+        width,
+        height,
+        x as usize,
+        y as usize,
+        text,
+        scale as usize,
+        colour.0,
+    );
 }
 
 /// White → dark blue.

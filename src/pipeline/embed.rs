@@ -15,14 +15,14 @@ use async_channel::{Receiver, Sender};
 use ort::value::TensorRef;
 
 use super::PipelineError;
-use super::encoder::Encoder;
-use super::reorder::Reorder;
+use super::consume::{Consumer, Flow, consume};
+use super::embed_model::Encoder;
 use super::stats::{Clock, Counters, Stage};
 use super::workers::{Decoded, Prepare, Prepared};
 use super::write::SinkMsg;
 use crate::config::{Normalization, OnError};
 use crate::decode::rgb_to_chw;
-use crate::sink::ErrorRecord;
+use crate::sink::{ErrorRecord, FeatureRows};
 use crate::source::StopFlag;
 
 /// Workers' share of embedding: hand over the decoded RGB8 image with the normalisation the
@@ -70,134 +70,135 @@ pub struct EmbedStage {
     pub counters: Arc<Counters>,
 }
 
-struct Batch {
+/// The embed stage while it runs: the batch being filled and where full batches go.
+struct Embedding<'a> {
+    embed: &'a mut EmbedStage,
     buffer: Vec<f32>,
     keys: Vec<String>,
     sizes: Vec<(u32, u32)>,
+    output: Sender<SinkMsg<FeatureRows>>,
 }
 
 impl EmbedStage {
     pub fn run(
         mut self,
         input: Receiver<Decoded<Pixels>>,
-        output: Sender<SinkMsg>,
+        output: Sender<SinkMsg<FeatureRows>>,
     ) -> Result<(), PipelineError> {
-        let chw = 3 * self.size * self.size;
-        let mut batch = Batch {
-            buffer: vec![0.0; self.batch_size * chw],
+        let (on_error, stop) = (self.on_error, self.stop.clone());
+        let stage = self.stage.clone();
+        let mut run = Embedding {
+            buffer: vec![0.0; self.batch_size * 3 * self.size * self.size],
             keys: Vec::with_capacity(self.batch_size),
             sizes: Vec::new(),
+            embed: &mut self,
+            output,
         };
-        let mut reorder = Reorder::default();
         let mut clock = Clock::default();
-        let result = (|| {
-            while let Ok(item) = clock.wait_in(|| input.recv_blocking()) {
-                reorder.push(item.seq, item, |item| {
-                    self.accept(item, &mut batch, &output, &mut clock)
-                })?;
-            }
-            if reorder.pending() > 0 {
-                return Err(PipelineError::stage(
-                    "embed",
-                    None,
-                    format!("{} images never came back from decoding", reorder.pending()),
-                ));
-            }
-            self.flush(&mut batch, &output, &mut clock)
-        })();
-        self.stage.merge(clock);
+        let result = consume(&input, &mut run, on_error, &stop, &mut clock)
+            .and_then(|_| run.flush(&mut clock));
+        stage.merge(clock);
         result
     }
+}
 
-    fn accept(
+impl Consumer<Pixels> for Embedding<'_> {
+    fn item(
         &mut self,
-        item: Decoded<Pixels>,
-        batch: &mut Batch,
-        output: &Sender<SinkMsg>,
+        key: String,
+        _epoch: u64,
+        item: Prepared<Pixels>,
         clock: &mut Clock,
-    ) -> Result<(), PipelineError> {
-        match item.result {
-            Ok(Prepared {
-                item: Pixels { rgb, norm },
-                width,
-                height,
-            }) => {
-                let chw = 3 * self.size * self.size;
-                let slot = batch.keys.len();
-                let dst = &mut batch.buffer[slot * chw..(slot + 1) * chw];
-                clock.busy(|| rgb_to_chw(&rgb, self.size, self.size, norm.mean, norm.std, dst));
-                batch.keys.push(item.key);
-                batch.sizes.push((width, height));
-                if batch.keys.len() == self.batch_size {
-                    self.flush(batch, output, clock)?;
-                }
-                Ok(())
-            }
-            Err((stage, reason)) => {
-                let record = ErrorRecord {
-                    key: item.key.clone(),
-                    stage: stage.to_string(),
-                    reason: reason.clone(),
-                };
-                if self.on_error == OnError::Fail {
-                    // Everything before the bad image is embedded and written; nothing after it.
-                    self.stop.stop();
-                    self.flush(batch, output, clock)?;
-                    let _ = output.send_blocking(SinkMsg::Skipped(record));
-                    return Err(PipelineError::BadImage {
-                        stage,
-                        key: item.key,
-                        reason,
-                    });
-                }
-                send(output, SinkMsg::Skipped(record), clock)
-            }
+    ) -> Result<Flow, PipelineError> {
+        let Prepared {
+            item: Pixels { rgb, norm },
+            width,
+            height,
+        } = item;
+        let size = self.embed.size;
+        let chw = 3 * size * size;
+        let slot = self.keys.len();
+        let dst = &mut self.buffer[slot * chw..(slot + 1) * chw];
+        clock.busy(|| rgb_to_chw(&rgb, size, size, norm.mean, norm.std, dst));
+        self.keys.push(key);
+        self.sizes.push((width, height));
+        if self.keys.len() == self.embed.batch_size {
+            self.flush(clock)?;
         }
+        Ok(Flow::Continue)
     }
 
-    /// Runs the encoder on the images in `batch` and sends their rows.
-    fn flush(
+    fn skipped(
         &mut self,
-        batch: &mut Batch,
-        output: &Sender<SinkMsg>,
+        _epoch: u64,
+        record: ErrorRecord,
         clock: &mut Clock,
     ) -> Result<(), PipelineError> {
-        let n = batch.keys.len();
+        send(&self.output, SinkMsg::Skipped(record), clock)
+    }
+
+    /// Everything before the bad image is embedded and written; nothing after it.
+    fn before_failing(&mut self, clock: &mut Clock) -> Result<(), PipelineError> {
+        self.flush(clock)
+    }
+}
+
+impl Embedding<'_> {
+    /// Runs the encoder on the images of the batch and sends their rows.
+    fn flush(&mut self, clock: &mut Clock) -> Result<(), PipelineError> {
+        let n = self.keys.len();
         if n == 0 {
             return Ok(());
         }
-        let chw = 3 * self.size * self.size;
+        let size = self.embed.size;
+        let chw = 3 * size * size;
+        let first_key = || self.keys[0].clone();
+        let encoder = &mut self.embed.encoder;
+        let buffer = &self.buffer[..n * chw];
         let (values, dim) = clock.busy(|| {
-            let fail = |e: ort::Error| PipelineError::stage("embed", batch.keys.first().cloned(), e.to_string());
-            let input = TensorRef::from_array_view(([n, 3, self.size, self.size], &batch.buffer[..n * chw])).map_err(fail)?;
-            let encoder = &mut self.encoder;
-            let outputs = encoder.session.run(ort::inputs![encoder.input.as_str() => input]).map_err(fail)?;
-            let (_, data) = outputs[encoder.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+            let fail = |source: ort::Error| PipelineError::Embed {
+                key: first_key(),
+                source,
+            };
+            let input = TensorRef::from_array_view(([n, 3, size, size], buffer)).map_err(fail)?;
+            let outputs = encoder
+                .session
+                .run(ort::inputs![encoder.input.as_str() => input])
+                .map_err(fail)?;
+            let (_, data) = outputs[encoder.output.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(fail)?;
             let dim = data.len() / n;
             if data.len() != n * dim || dim == 0 || encoder.dim.is_some_and(|d| d != dim) {
-                return Err(PipelineError::stage(
-                    "embed",
-                    batch.keys.first().cloned(),
-                    format!("the model returned {} values for {n} images (declared embedding size {:?})", data.len(), encoder.dim),
-                ));
+                return Err(PipelineError::EmbeddingSize {
+                    key: first_key(),
+                    values: data.len(),
+                    images: n,
+                    declared: encoder.dim,
+                });
             }
             Ok((data.to_vec(), dim))
         })?;
         clock.items += n as u64;
-        Counters::add(&self.counters.embedded, n as u64);
-        let msg = SinkMsg::Rows {
-            keys: std::mem::take(&mut batch.keys),
-            sizes: std::mem::take(&mut batch.sizes),
+        Counters::add(&self.embed.counters.done, n as u64);
+        let rows = FeatureRows {
+            keys: std::mem::take(&mut self.keys),
+            sizes: std::mem::take(&mut self.sizes),
             values,
             dim,
             timestamp_us: chrono::Utc::now().timestamp_micros(),
         };
-        send(output, msg, clock)
+        send(&self.output, SinkMsg::Rows(rows), clock)
     }
 }
 
-fn send(output: &Sender<SinkMsg>, msg: SinkMsg, clock: &mut Clock) -> Result<(), PipelineError> {
-    clock.wait_out(|| output.send_blocking(msg)).map_err(|_| {
-        PipelineError::stage("embed", None, "the sink stopped accepting rows".to_string())
-    })
+fn send(
+    output: &Sender<SinkMsg<FeatureRows>>,
+    msg: SinkMsg<FeatureRows>,
+    clock: &mut Clock,
+) -> Result<(), PipelineError> {
+    // The sink only stops early when it failed; its own error says why.
+    clock
+        .wait_out(|| output.send_blocking(msg))
+        .map_err(|_| PipelineError::SinkClosed)
 }

@@ -32,17 +32,13 @@ impl Upstream {
         }
         match self.source.join() {
             Ok(r) => r.map_err(PipelineError::from),
-            Err(_) => Err(PipelineError::stage(
-                "source",
-                None,
-                "the thread panicked".into(),
-            )),
+            Err(_) => Err(PipelineError::Panicked { stage: "source" }),
         }
     }
 }
 
 pub(crate) fn spawn_err(e: std::io::Error) -> PipelineError {
-    PipelineError::stage("engine", None, format!("cannot start a thread: {e}"))
+    PipelineError::Spawn(e)
 }
 
 /// Which passes over the input a run makes.
@@ -215,6 +211,6 @@ pub fn supervise<R: Send + 'static>(
         }
         result
     });
-    let result = result.map_err(|e| PipelineError::stage("engine", None, e.to_string()))?;
+    let result = result.map_err(|_| PipelineError::Panicked { stage: "engine" })?;
     Ok((result, interrupted.load(Ordering::SeqCst)))
 }

@@ -13,10 +13,11 @@
 //! - A bad image is an error record (key, stage, reason) in `errors.jsonl`, not a failure, unless
 //!   the pipeline says `on_error = "fail"`.
 
+mod consume;
+mod dataset;
 mod embed;
-mod encoder;
+mod embed_model;
 mod engine;
-mod export;
 pub mod pretrain;
 mod preview;
 mod progress;
@@ -32,14 +33,15 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-pub use encoder::{Encoder, load as load_encoder};
+pub use embed_model::{Encoder, load as load_encoder};
 pub use preview::write_preview;
 pub use stats::{Counters, StageSummary};
 pub use summary::{ImageCounts, RunSummary};
 
-use crate::config::{ConfigErrors, ModelSpec, Pipeline};
-use crate::sink::{FeatureSinkSpec, SinkError};
+use crate::config::{ConfigErrors, Mode, ModelSpec, Pipeline};
+use crate::sink::{FeatureSinkSpec, FeatureWriter, SinkError};
 use crate::source::{SourceError, StopFlag};
+use write::SinkStage;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -57,12 +59,38 @@ pub enum PipelineError {
         key: String,
         reason: String,
     },
+    #[error("the embed stage failed at {key:?}")]
+    Embed {
+        key: String,
+        #[source]
+        source: ort::Error,
+    },
+    #[error(
+        "the embed stage failed at {key:?}: the model returned {values} values for {images} images (declared embedding size {declared:?})"
+    )]
+    EmbeddingSize {
+        key: String,
+        values: usize,
+        images: usize,
+        declared: Option<usize>,
+    },
+    #[error("{count} images never came back from decoding (a decode worker stopped early)")]
+    Lost { count: usize },
+    /// Seen by a stage whose downstream ended; the downstream's own error is the cause reported.
+    #[error("the sink stopped accepting rows")]
+    SinkClosed,
+    #[error("the {stage} thread panicked")]
+    Panicked { stage: &'static str },
+    #[error("cannot start a thread")]
+    Spawn(#[source] std::io::Error),
     #[error("the {stage} stage failed{}: {reason}", .key.as_ref().map(|k| format!(" at {k:?}")).unwrap_or_default())]
     Stage {
         stage: &'static str,
         key: Option<String>,
         reason: String,
     },
+    #[error(transparent)]
+    Pretext(#[from] crate::pretext::PretextError),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -105,10 +133,10 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
         field: field.to_string(),
         message,
     };
-    if plan.export.is_some() {
+    if matches!(plan.mode, Mode::Export { .. }) {
         return Ok(()); // no model runs in an export; the task was checked with the config
     }
-    if plan.pretrain.is_some() {
+    if matches!(plan.mode, Mode::Pretrain { .. }) {
         // The embed phase will run the trained encoder; what can fail is the model for the task.
         if let Err(reason) = pretrain::model(plan) {
             return Err(ConfigErrors(vec![problem("pretrain", reason)]));
@@ -142,19 +170,26 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
 /// Runs the pipeline to the end of its input (or until stopped) and returns the summary. On
 /// failure the error names the stage and key, and the files already published stay valid.
 pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineError> {
-    if plan.export.is_some() {
-        return export::run(plan, options);
+    match &plan.mode {
+        Mode::Embed { .. } => embed_run(plan, options, None),
+        Mode::Export { task, epochs } => dataset::run(plan, task, *epochs, options),
+        Mode::Pretrain { then_embed, .. } => pretrain_then_embed(plan, options, *then_embed),
     }
-    if plan.pretrain.is_none() {
-        return embed_run(plan, options, None);
-    }
+}
+
+/// Pretraining, then (with `then_embed`) the embed phase with the trained encoder.
+fn pretrain_then_embed(
+    plan: &Pipeline,
+    options: RunOptions,
+    then_embed: bool,
+) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let pretrained = pretrain::run(plan, &options, options.resume)?;
     let report = pretrained.report;
     let out_dir = plan.output.dir.clone();
     // Interrupted (no encoder: the checkpoint waits for --resume), or pretraining only.
     let onnx = match pretrained.encoder_onnx {
-        Some(onnx) if plan.embed.enabled => onnx,
+        Some(onnx) if then_embed => onnx,
         onnx => {
             let model = match &onnx {
                 Some(bytes) => {
@@ -181,7 +216,7 @@ pub fn run(plan: &Pipeline, options: RunOptions) -> Result<RunSummary, PipelineE
         "built-in encoder pretrained by {} ({} steps)",
         report.task, report.steps
     );
-    let encoder = encoder::from_bytes(plan, onnx, origin)?;
+    let encoder = embed_model::from_bytes(plan, onnx, origin)?;
     let mut summary = embed_run(plan, options, Some(encoder))?;
     summary.pretrain = Some(report);
     Ok(summary)
@@ -208,19 +243,20 @@ fn embed_run(
     }
     let sink_spec = FeatureSinkSpec {
         dir: out_dir.clone(),
-        dim: encoder.dim.unwrap_or(0),
+        dim: 0, // from the first batch: a model may leave its embedding size dynamic
         embedding_type: plan.output.embedding_type,
         rows_per_file: plan.output.rows_per_file,
         row_group_rows: plan.output.row_group_rows,
         model_id: encoder.model_id.clone(),
-        pretext: match (&plan.pretrain, &plan.pretext) {
-            (Some(_), Some(task)) => task.name().to_string(),
+        pretext: match &plan.mode {
+            Mode::Pretrain { task, .. } => task.name().to_string(),
             _ => "none".to_string(),
         },
         metadata: run_metadata(plan),
     };
+    let out = SinkStage::<FeatureWriter>::open(sink_spec, &out_dir)?;
 
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters::new("embedded"));
     let stages = summary::Stages::new(plan.workers);
     let stop = options.stop.clone();
     let (model_id, model_origin) = (encoder.model_id.clone(), encoder.origin.clone());
@@ -240,8 +276,8 @@ fn embed_run(
         let stage = stages.sink.clone();
         std::thread::Builder::new()
             .name("sink".into())
-            .spawn(move || write::run(sink_spec, sink_rx, stage))
-            .map_err(engine::spawn_err)?
+            .spawn(move || write::run(out, sink_rx, stage, |rows| rows.keys.len()))
+            .map_err(PipelineError::Spawn)?
     };
     let embed_stage = embed::EmbedStage {
         encoder,
@@ -255,7 +291,7 @@ fn embed_run(
     let embed = std::thread::Builder::new()
         .name("embed".into())
         .spawn(move || embed_stage.run(items, sink_tx))
-        .map_err(engine::spawn_err)?;
+        .map_err(PipelineError::Spawn)?;
 
     let ((upstream_result, embed_result, sink_result), interrupted) = engine::supervise(
         options.handle_signals,
@@ -268,26 +304,23 @@ fn embed_run(
             (upstream.join(), embed_result, sink_result)
         },
     )?;
-    let embed_result = embed_result.unwrap_or_else(|_| {
-        Err(PipelineError::stage(
-            "embed",
-            None,
-            "the thread panicked".into(),
-        ))
-    });
+    let embed_result = embed_result.unwrap_or(Err(PipelineError::Panicked { stage: "embed" }));
     let (written, sink_status) = sink_result.unwrap_or_else(|_| {
         (
             Default::default(),
-            Err(PipelineError::stage(
-                "sink",
-                None,
-                "the thread panicked".into(),
-            )),
+            Err(PipelineError::Panicked { stage: "sink" }),
         )
     });
-    // The first failure in flow order is the cause; later ones are its consequences.
+    // The first failure in flow order is the cause; later ones are its consequences — except
+    // that an embed stage stopped by its sink reports the sink's failure (a full disk, say).
     upstream_result?;
-    embed_result?;
+    match embed_result {
+        Err(PipelineError::SinkClosed) => {
+            sink_status?;
+            return Err(PipelineError::SinkClosed);
+        }
+        other => other?,
+    }
     sink_status?;
 
     Ok(RunSummary::new(

@@ -23,7 +23,7 @@ pub fn write_preview(
     count: usize,
     out: &Path,
 ) -> Result<Vec<String>, PipelineError> {
-    let Some(task_config) = &plan.pretext else {
+    let Some(task_config) = plan.pretext() else {
         return Err(PipelineError::stage(
             "preview",
             None,

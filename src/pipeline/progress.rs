@@ -28,14 +28,15 @@ pub async fn watch_ctrl_c(stop: StopFlag, interrupted: Arc<AtomicBool>) {
 pub async fn report(counters: Arc<Counters>, started: Instant) {
     let line = |c: &Counters| {
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        let embedded = Counters::get(&c.embedded);
+        let done = Counters::get(&c.done);
         format!(
-            "read {} · decoded {} · skipped {} · embedded {} · {:.0} images/s",
+            "read {} · decoded {} · skipped {} · {} {} · {:.0} images/s",
             Counters::get(&c.read),
             Counters::get(&c.decoded),
             Counters::get(&c.failed),
-            embedded,
-            embedded as f64 / secs
+            c.done_label,
+            done,
+            done as f64 / secs
         )
     };
     if std::io::stderr().is_terminal() {

@@ -15,10 +15,20 @@ pub struct Counters {
     pub read: AtomicU64,
     pub decoded: AtomicU64,
     pub failed: AtomicU64,
-    pub embedded: AtomicU64,
+    /// Images the run's consumer has finished with (embedded, exported, trained on).
+    pub done: AtomicU64,
+    /// What `done` counts, as the progress line says it.
+    pub done_label: &'static str,
 }
 
 impl Counters {
+    /// Counters for a run whose consumer's work is called `done_label` ("embedded", ...).
+    pub fn new(done_label: &'static str) -> Self {
+        Self {
+            done_label,
+            ..Self::default()
+        }
+    }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }

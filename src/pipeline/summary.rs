@@ -90,7 +90,7 @@ impl RunSummary {
             stopped_early,
             model_id,
             model,
-            pretext: plan.pretext.as_ref().map(|p| p.name().to_string()),
+            pretext: plan.pretext().map(|p| p.name().to_string()),
             stages: stages.iter().map(|s| s.summary(wall)).collect(),
             output_files: written.files,
             errors_file: written.errors_file,

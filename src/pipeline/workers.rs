@@ -43,6 +43,34 @@ pub trait Prepare: Clone + Send + 'static {
     ) -> Result<Self::Item, String>;
 }
 
+/// Workers' share of the pretext modes (export, pretraining): the task on the decoded image,
+/// its randomness from (seed, key, epoch).
+#[derive(Clone)]
+pub struct PretextPrepare {
+    pub task: std::sync::Arc<dyn crate::pretext::PretextTask>,
+    pub seed: u64,
+}
+
+impl Prepare for PretextPrepare {
+    type Item = crate::pretext::PretextSample;
+    const STAGE: &'static str = "pretext";
+    fn prepare(
+        &mut self,
+        rgb: &[u8],
+        size: usize,
+        key: &str,
+        epoch: u64,
+    ) -> Result<Self::Item, String> {
+        let mut rng = crate::rng::Rng::for_sample(self.seed, key, epoch);
+        let image = crate::pretext::RgbView {
+            width: size,
+            height: size,
+            pixels: rgb,
+        };
+        Ok(self.task.make(image, &mut rng))
+    }
+}
+
 /// A prepared image with the size of its source.
 pub struct Prepared<T> {
     pub item: T,

@@ -1,27 +1,26 @@
-//! The sink stage: one thread owns the Parquet writer and the errors file. Files are finished and
-//! published when the input ends — also when an earlier stage failed — so rows already computed
-//! are never lost; only an abort (second Ctrl-C) leaves `.tmp` files behind.
+//! The sink stage: a [`Sink`] and the errors file beside it, written by one owner — the sink
+//! thread when embedding, the consumer itself when exporting.
+//!
+//! Guarantees: both files are published when the input ends — also when an earlier stage failed
+//! — so rows already computed are never lost; the first failure is the one reported. Only an
+//! abort (second Ctrl-C) leaves `.tmp` files behind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_channel::Receiver;
 
 use super::PipelineError;
 use super::stats::{Clock, Stage};
-use crate::sink::{ErrorRecord, ErrorsFile, FeatureSinkSpec, FeatureWriter};
+use crate::sink::{ErrorRecord, ErrorsFile, Sink};
 
-pub enum SinkMsg {
-    Rows {
-        keys: Vec<String>,
-        sizes: Vec<(u32, u32)>,
-        values: Vec<f32>,
-        dim: usize,
-        timestamp_us: i64,
-    },
+/// What the sink thread receives: rows for the sink, or an image that was skipped.
+pub enum SinkMsg<B> {
+    Rows(B),
     Skipped(ErrorRecord),
 }
 
+/// What a run published.
 #[derive(Debug, Default)]
 pub struct Written {
     pub files: Vec<PathBuf>,
@@ -30,111 +29,76 @@ pub struct Written {
     pub errors: u64,
 }
 
-impl Written {
-    /// Publishes the errors file and the data files (`finish_files`) of a sink stage, also after
-    /// the stage failed; a failure to publish is added to `result` unless it already holds one.
-    pub fn publish(
-        errors: ErrorsFile,
-        rows: u64,
-        finish_files: impl FnOnce() -> Result<Vec<PathBuf>, crate::sink::SinkError>,
-        result: &mut Result<(), PipelineError>,
-    ) -> Written {
+/// A sink with its errors file.
+pub struct SinkStage<S: Sink> {
+    sink: S,
+    errors: ErrorsFile,
+}
+
+impl<S: Sink> SinkStage<S> {
+    /// Opens the sink, and the errors file in `dir`.
+    pub fn open(spec: S::Spec, dir: &Path) -> Result<Self, PipelineError> {
+        let sink = S::open(spec)?;
+        let errors = ErrorsFile::create(dir)?;
+        Ok(Self { sink, errors })
+    }
+
+    pub fn write(&mut self, batch: &S::Batch) -> Result<(), PipelineError> {
+        Ok(self.sink.write(batch)?)
+    }
+
+    pub fn skipped(&mut self, record: &ErrorRecord) -> Result<(), PipelineError> {
+        Ok(self.errors.write(record)?)
+    }
+
+    /// Publishes the errors file and the sink's files, also after `result` failed; a failure to
+    /// publish is added to `result` unless it already holds one.
+    pub fn finish(self, result: &mut Result<(), PipelineError>) -> Written {
         let mut written = Written {
-            errors: errors.count(),
-            rows,
+            errors: self.errors.count(),
+            rows: self.sink.rows(),
             ..Written::default()
         };
-        match errors.finish() {
+        let mut keep_first = |e: crate::sink::SinkError| {
+            *result = std::mem::replace(result, Ok(())).and(Err(e.into()));
+        };
+        match self.errors.finish() {
             Ok(path) => written.errors_file = Some(path),
-            Err(e) => *result = std::mem::replace(result, Ok(())).and(Err(e.into())),
+            Err(e) => keep_first(e),
         }
-        match finish_files() {
+        match self.sink.commit() {
             Ok(files) => written.files = files,
-            Err(e) => *result = std::mem::replace(result, Ok(())).and(Err(e.into())),
+            Err(e) => keep_first(e),
         }
         written
     }
 }
 
-/// `spec.dim` is taken from the first batch: a model may leave its embedding size dynamic.
+/// The sink thread: writes what arrives until the input ends (or writing fails), then publishes.
 /// Returns what was published even when the stage failed part-way.
-pub fn run(
-    spec: FeatureSinkSpec,
-    input: Receiver<SinkMsg>,
+pub fn run<S: Sink>(
+    mut out: SinkStage<S>,
+    input: Receiver<SinkMsg<S::Batch>>,
     stage: Arc<Stage>,
+    rows_of: impl Fn(&S::Batch) -> usize,
 ) -> (Written, Result<(), PipelineError>) {
     let mut clock = Clock::default();
-    let mut errors = match ErrorsFile::create(&spec.dir) {
-        Ok(e) => e,
-        Err(e) => return (Written::default(), Err(e.into())),
-    };
-    let mut writer: Option<FeatureWriter> = None;
     let mut result = Ok(());
     while let Ok(msg) = clock.wait_in(|| input.recv_blocking()) {
-        let started = std::time::Instant::now();
-        let step = match msg {
-            SinkMsg::Rows {
-                keys,
-                sizes,
-                values,
-                dim,
-                timestamp_us,
-            } => {
-                clock.items += keys.len() as u64;
-                write_rows(
-                    &mut writer,
-                    &spec,
-                    &keys,
-                    &sizes,
-                    &values,
-                    dim,
-                    timestamp_us,
-                )
-            }
-            SinkMsg::Skipped(record) => errors.write(&record).map_err(PipelineError::from),
-        };
-        clock.busy += started.elapsed();
+        let step = clock.busy(|| match &msg {
+            SinkMsg::Rows(batch) => out.write(batch),
+            SinkMsg::Skipped(record) => out.skipped(record),
+        });
+        if let SinkMsg::Rows(batch) = &msg {
+            clock.items += rows_of(batch) as u64;
+        }
         if let Err(e) = step {
             result = Err(e);
             break; // dropping `input` tells the stages upstream to stop
         }
     }
     drop(input);
-    let rows = writer.as_ref().map_or(0, FeatureWriter::rows);
-    let written = Written::publish(
-        errors,
-        rows,
-        || writer.map_or(Ok(Vec::new()), FeatureWriter::finish),
-        &mut result,
-    );
+    let written = out.finish(&mut result);
     stage.merge(clock);
     (written, result)
-}
-
-fn write_rows(
-    writer: &mut Option<FeatureWriter>,
-    spec: &FeatureSinkSpec,
-    keys: &[String],
-    sizes: &[(u32, u32)],
-    values: &[f32],
-    dim: usize,
-    timestamp_us: i64,
-) -> Result<(), PipelineError> {
-    if writer.is_none() {
-        *writer = Some(FeatureWriter::create(FeatureSinkSpec {
-            dim,
-            ..spec.clone()
-        })?);
-    }
-    let w = writer.as_mut().expect("created above");
-    for (i, key) in keys.iter().enumerate() {
-        w.push(
-            key,
-            &values[i * dim..(i + 1) * dim],
-            sizes[i].0,
-            sizes[i].1,
-            timestamp_us,
-        )?;
-    }
-    Ok(())
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{SinkError, io_err, publish};
+use super::{SinkError, io_err};
+use crate::atomic::Staged;
 
 /// One skipped image.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -19,7 +20,7 @@ pub struct ErrorRecord {
 }
 
 pub struct ErrorsFile {
-    path: PathBuf,
+    staged: Staged,
     tmp: PathBuf,
     out: std::io::BufWriter<std::fs::File>,
     count: u64,
@@ -29,12 +30,10 @@ impl ErrorsFile {
     pub const NAME: &'static str = "errors.jsonl";
 
     pub fn create(dir: &Path) -> Result<Self, SinkError> {
-        let path = dir.join(Self::NAME);
-        let tmp = dir.join(format!("{}.tmp", Self::NAME));
-        let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        let (staged, file) = Staged::create(&dir.join(Self::NAME))?;
         Ok(Self {
-            path,
-            tmp,
+            tmp: staged.tmp().to_path_buf(),
+            staged,
             out: std::io::BufWriter::new(file),
             count: 0,
         })
@@ -55,13 +54,13 @@ impl ErrorsFile {
 
     /// Flushes, syncs and publishes the file; returns its path.
     pub fn finish(self) -> Result<PathBuf, SinkError> {
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| io_err(&self.tmp, e.error()))?;
-        file.sync_all().map_err(|e| io_err(&self.tmp, e))?;
-        drop(file);
-        publish(&self.tmp, &self.path)?;
-        Ok(self.path)
+        match self.out.into_inner() {
+            Ok(file) => Ok(self.staged.commit(file)?),
+            Err(e) => {
+                let e = io_err(&self.tmp, e.error());
+                self.staged.abort();
+                Err(e)
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Parquet feature files: one row per embedded image, in the output contract's columns.
 //!
 //! Rows are buffered up to one row group, then handed to [`PartFiles`], which writes, rotates and
-//! publishes the files. Memory is bounded by one row group of embeddings.
+//! publishes the files. Memory is bounded by one row group of embeddings. The embedding length
+//! may be left open (`dim = 0`): a model may keep it dynamic, so the first batch decides it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,14 +14,15 @@ use arrow::array::{
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::SinkError;
 use super::parts::PartFiles;
+use super::{FeatureRows, Sink, SinkError};
 use crate::config::EmbeddingType;
 
 /// Everything fixed for the whole output.
 #[derive(Debug, Clone)]
 pub struct FeatureSinkSpec {
     pub dir: PathBuf,
+    /// Values per embedding; 0: taken from the first batch written.
     pub dim: usize,
     pub embedding_type: EmbeddingType,
     pub rows_per_file: usize,
@@ -34,8 +36,8 @@ pub struct FeatureSinkSpec {
 
 pub struct FeatureWriter {
     spec: FeatureSinkSpec,
-    schema: SchemaRef,
-    files: PartFiles,
+    /// The schema and the files, made once the embedding length is known.
+    open: Option<(SchemaRef, PartFiles)>,
     rows_total: u64,
     keys: Vec<String>,
     values: Vec<f32>,
@@ -46,20 +48,8 @@ pub struct FeatureWriter {
 
 impl FeatureWriter {
     pub fn create(spec: FeatureSinkSpec) -> Result<Self, SinkError> {
-        let schema = Arc::new(schema(spec.dim, spec.embedding_type));
-        let mut metadata = spec.metadata.clone();
-        metadata.push(("sslpipe.model_id".to_string(), spec.model_id.clone()));
-        metadata.push(("sslpipe.pretext".to_string(), spec.pretext.clone()));
-        let files = PartFiles::new(
-            &spec.dir,
-            schema.clone(),
-            spec.rows_per_file,
-            spec.row_group_rows,
-            &metadata,
-        )?;
-        Ok(Self {
-            schema,
-            files,
+        let mut writer = Self {
+            open: None,
             rows_total: 0,
             keys: Vec::new(),
             values: Vec::new(),
@@ -67,11 +57,30 @@ impl FeatureWriter {
             heights: Vec::new(),
             timestamps: Vec::new(),
             spec,
-        })
+        };
+        if writer.spec.dim > 0 {
+            writer.open_files()?;
+        }
+        Ok(writer)
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows_total
+    fn open_files(&mut self) -> Result<&mut (SchemaRef, PartFiles), SinkError> {
+        if self.open.is_none() {
+            let spec = &self.spec;
+            let schema = Arc::new(schema(spec.dim, spec.embedding_type));
+            let mut metadata = spec.metadata.clone();
+            metadata.push(("sslpipe.model_id".to_string(), spec.model_id.clone()));
+            metadata.push(("sslpipe.pretext".to_string(), spec.pretext.clone()));
+            let files = PartFiles::new(
+                &spec.dir,
+                schema.clone(),
+                spec.rows_per_file,
+                spec.row_group_rows,
+                &metadata,
+            )?;
+            self.open = Some((schema, files));
+        }
+        Ok(self.open.as_mut().expect("opened above"))
     }
 
     /// Adds one row. `timestamp_us` is microseconds since the Unix epoch, UTC.
@@ -83,6 +92,10 @@ impl FeatureWriter {
         height: u32,
         timestamp_us: i64,
     ) -> Result<(), SinkError> {
+        if self.spec.dim == 0 {
+            self.spec.dim = embedding.len();
+        }
+        let room = self.open_files()?.1.room();
         if embedding.len() != self.spec.dim {
             return Err(SinkError::Dimension {
                 key: key.to_string(),
@@ -96,7 +109,7 @@ impl FeatureWriter {
         self.heights.push(height);
         self.timestamps.push(timestamp_us);
         self.rows_total += 1;
-        if self.keys.len() >= self.spec.row_group_rows.min(self.files.room()) {
+        if self.keys.len() >= self.spec.row_group_rows.min(room) {
             self.flush_row_group()?;
         }
         Ok(())
@@ -107,7 +120,7 @@ impl FeatureWriter {
             return Ok(());
         }
         let batch = self.take_batch()?;
-        self.files.write(&batch)
+        self.open_files()?.1.write(&batch)
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch, SinkError> {
@@ -139,16 +152,60 @@ impl FeatureWriter {
                     .with_timezone("UTC"),
             ),
         ];
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| SinkError::Parquet {
+        let schema = self.open_files()?.0.clone();
+        RecordBatch::try_new(schema, columns).map_err(|e| SinkError::Parquet {
             path: self.spec.dir.clone(),
             reason: e.to_string(),
         })
     }
+}
+
+impl Sink for FeatureWriter {
+    type Spec = FeatureSinkSpec;
+    type Batch = FeatureRows;
+
+    fn open(spec: FeatureSinkSpec) -> Result<Self, SinkError> {
+        Self::create(spec)
+    }
+
+    fn write(&mut self, rows: &FeatureRows) -> Result<(), SinkError> {
+        let dim = rows.dim;
+        if rows.keys.len() != rows.sizes.len() || rows.values.len() != rows.keys.len() * dim {
+            return Err(SinkError::Tensor {
+                key: rows.keys.first().cloned().unwrap_or_default(),
+                reason: format!(
+                    "a batch of {} keys came with {} sizes and {} values of {dim} per row",
+                    rows.keys.len(),
+                    rows.sizes.len(),
+                    rows.values.len()
+                ),
+            });
+        }
+        for (i, key) in rows.keys.iter().enumerate() {
+            let (width, height) = rows.sizes[i];
+            let embedding = &rows.values[i * dim..(i + 1) * dim];
+            self.push(key, embedding, width, height, rows.timestamp_us)?;
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows_total
+    }
 
     /// Writes what is buffered, closes and publishes the open file; returns every published file.
-    pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
+    fn commit(mut self) -> Result<Vec<PathBuf>, SinkError> {
         self.flush_row_group()?;
-        self.files.finish()
+        match self.open {
+            Some((_, files)) => files.finish(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn abort(self) {
+        if let Some((_, files)) = self.open {
+            files.abort();
+        }
     }
 }
 
@@ -212,7 +269,7 @@ mod tests {
             )
             .unwrap();
         }
-        let files = w.finish().unwrap();
+        let files = w.commit().unwrap();
         assert_eq!(files.len(), 3, "12 rows at 5 per file");
         assert!(
             !t.path().join("part-00009.parquet").exists(),

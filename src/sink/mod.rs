@@ -1,12 +1,18 @@
-//! Sinks: where results go. Today, Parquet feature files and the errors file beside them.
+//! Sinks: where results go — Parquet feature files, pretext dataset files, and the errors file
+//! beside them. Every output implements [`Sink`]; every file is published through
+//! [`crate::atomic`].
 //!
 //! Guarantees (the output contract downstream readers rely on, see DESIGN.md):
 //! - A reader never sees half a file: each file is written as `NAME.tmp` and renamed when
-//!   complete. An aborted run leaves only `.tmp` files, which readers ignore.
+//!   complete. An aborted run leaves only `.tmp` files, which readers ignore; a sink that is
+//!   aborted ([`Sink::abort`]) removes its unpublished temporary.
 //! - Feature files have the columns `key`, `embedding` (`fixed_size_list<float32>[D]`, or
 //!   `list<float32>` on request), `width`, `height`, `model_id`, `pretext`, `event_timestamp`
 //!   (UTC), and carry the pipeline text and sslpipe's version in their key-value metadata.
 //! - Memory is bounded by one row group, whatever the number of rows.
+//!
+//! A new output is one new file here implementing [`Sink`] for the batches it takes
+//! ([`FeatureRows`] for features), and one arm where the run picks its sink.
 
 mod errors_file;
 mod features;
@@ -21,7 +27,7 @@ use thiserror::Error;
 pub use errors_file::{ErrorRecord, ErrorsFile};
 pub use features::{FeatureSinkSpec, FeatureWriter, schema};
 pub use parts::{PART_PREFIX, PartFiles, remove_previous_outputs};
-pub use tensors::{TensorSinkSpec, TensorWriter};
+pub use tensors::{TensorRow, TensorSinkSpec, TensorWriter};
 
 #[derive(Debug, Error)]
 pub enum SinkError {
@@ -39,6 +45,40 @@ pub enum SinkError {
         expected: usize,
         found: usize,
     },
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
+}
+
+/// An output that takes batches of rows and publishes them atomically. The lifecycle is
+/// open → write* → commit, or abort at any point after open.
+pub trait Sink: Send + Sized {
+    /// Everything fixed for the whole output (folder, schema parameters, metadata).
+    type Spec;
+    /// What one [`write`](Sink::write) takes.
+    type Batch;
+    /// Prepares the output; nothing is visible to readers yet.
+    fn open(spec: Self::Spec) -> Result<Self, SinkError>;
+    /// Adds rows. Files fill and are published as they are complete (by rows per file).
+    fn write(&mut self, batch: &Self::Batch) -> Result<(), SinkError>;
+    /// Rows accepted so far.
+    fn rows(&self) -> u64;
+    /// Publishes everything accepted; returns every file this sink published.
+    fn commit(self) -> Result<Vec<PathBuf>, SinkError>;
+    /// Discards what is not yet published (the open file's temporary is removed); files already
+    /// published stay. Used when the sink itself failed, so nothing half-written is left.
+    fn abort(self);
+}
+
+/// A batch of embedded images, in source order: `values` holds `dim` floats per key.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureRows {
+    pub keys: Vec<String>,
+    /// Width and height of each source image.
+    pub sizes: Vec<(u32, u32)>,
+    pub values: Vec<f32>,
+    pub dim: usize,
+    /// Microseconds since the Unix epoch, UTC, for every row of the batch.
+    pub timestamp_us: i64,
 }
 
 pub fn io_err(path: &std::path::Path, e: impl std::fmt::Display) -> SinkError {
@@ -48,16 +88,7 @@ pub fn io_err(path: &std::path::Path, e: impl std::fmt::Display) -> SinkError {
     }
 }
 
-/// Renames `path.tmp` to `path`: the moment a file becomes visible to readers.
-pub(crate) fn publish(tmp: &std::path::Path, path: &std::path::Path) -> Result<(), SinkError> {
-    std::fs::rename(tmp, path).map_err(|e| io_err(path, e))
-}
-
-/// Writes `bytes` to `path` through `path.tmp` and a rename, so `path` is never half-written.
+/// Writes `bytes` to `path` atomically (see [`crate::atomic`]).
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), SinkError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    publish(&tmp, path)
+    Ok(crate::atomic::write(path, bytes)?)
 }

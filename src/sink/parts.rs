@@ -12,7 +12,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use super::{SinkError, io_err, publish};
+use super::{SinkError, io_err};
+use crate::atomic::Staged;
 
 pub const PART_PREFIX: &str = "part-";
 
@@ -27,8 +28,7 @@ pub struct PartFiles {
 }
 
 struct OpenFile {
-    tmp: PathBuf,
-    path: PathBuf,
+    staged: Staged,
     writer: ArrowWriter<std::fs::File>,
     rows: usize,
 }
@@ -80,7 +80,7 @@ impl PartFiles {
             self.open = Some(self.open_file()?);
         }
         let file = self.open.as_mut().expect("opened above");
-        let tmp = file.tmp.clone();
+        let tmp = file.staged.tmp().to_path_buf();
         let perr = |e: parquet::errors::ParquetError| SinkError::Parquet {
             path: tmp.clone(),
             reason: e.to_string(),
@@ -98,38 +98,55 @@ impl PartFiles {
         let path = self
             .dir
             .join(format!("{PART_PREFIX}{:05}.parquet", self.next_file));
-        let tmp = path.with_extension("parquet.tmp");
         self.next_file += 1;
-        let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-            .map_err(|e| SinkError::Parquet {
-                path: tmp.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(OpenFile {
-            tmp,
-            path,
-            writer,
-            rows: 0,
-        })
+        let (staged, file) = Staged::create(&path)?;
+        match ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())) {
+            Ok(writer) => Ok(OpenFile {
+                staged,
+                writer,
+                rows: 0,
+            }),
+            Err(e) => {
+                let path = staged.tmp().to_path_buf();
+                staged.abort();
+                Err(SinkError::Parquet {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        }
     }
 
     fn close_file(&mut self) -> Result<(), SinkError> {
-        let Some(OpenFile {
-            tmp, path, writer, ..
-        }) = self.open.take()
-        else {
+        let Some(OpenFile { staged, writer, .. }) = self.open.take() else {
             return Ok(());
         };
-        let inner = writer.into_inner().map_err(|e| SinkError::Parquet {
-            path: tmp.clone(),
-            reason: e.to_string(),
-        })?;
-        inner.sync_all().map_err(|e| io_err(&tmp, e))?;
-        drop(inner);
-        publish(&tmp, &path)?;
-        self.published.push(path);
+        let file = match writer.into_inner() {
+            Ok(file) => file,
+            Err(e) => {
+                let path = staged.tmp().to_path_buf();
+                staged.abort();
+                return Err(SinkError::Parquet {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        self.published.push(staged.commit(file)?);
         Ok(())
+    }
+
+    /// Removes the open file's temporary; files already published stay.
+    pub fn abort(mut self) {
+        if let Some(open) = self.open.take() {
+            drop(open.writer);
+            open.staged.abort();
+        }
+    }
+
+    /// Every file published so far.
+    pub fn published(&self) -> &[PathBuf] {
+        &self.published
     }
 
     /// Closes and publishes the open file; returns every published file.

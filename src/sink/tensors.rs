@@ -16,8 +16,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::SinkError;
 use super::parts::PartFiles;
+use super::{Sink, SinkError};
 use crate::pretext::{DType, PretextSample, Signature, TensorData, TensorSpec};
 
 /// Bytes of tensor data per row group: large enough for readers, small enough to bound memory.
@@ -32,6 +32,18 @@ pub struct TensorSinkSpec {
     /// Upper bound; the writer also keeps a row group under about 32 MiB of tensor data.
     pub row_group_rows: usize,
     pub metadata: Vec<(String, String)>,
+}
+
+/// One pretext sample and where it came from: a row of a pretext dataset file.
+#[derive(Debug, Clone)]
+pub struct TensorRow {
+    pub key: String,
+    /// The pass over the input that drew this sample.
+    pub epoch: u64,
+    /// Size of the source image.
+    pub width: u32,
+    pub height: u32,
+    pub sample: PretextSample,
 }
 
 pub struct TensorWriter {
@@ -97,10 +109,6 @@ impl TensorWriter {
             heights: Vec::new(),
             tensors,
         })
-    }
-
-    pub fn rows(&self) -> u64 {
-        self.rows_total
     }
 
     pub fn push(
@@ -189,10 +197,31 @@ impl TensorWriter {
             })?;
         self.files.write(&batch)
     }
+}
 
-    pub fn finish(mut self) -> Result<Vec<PathBuf>, SinkError> {
+impl Sink for TensorWriter {
+    type Spec = TensorSinkSpec;
+    type Batch = TensorRow;
+
+    fn open(spec: TensorSinkSpec) -> Result<Self, SinkError> {
+        Self::create(spec)
+    }
+
+    fn write(&mut self, row: &TensorRow) -> Result<(), SinkError> {
+        self.push(&row.key, row.epoch, row.width, row.height, &row.sample)
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows_total
+    }
+
+    fn commit(mut self) -> Result<Vec<PathBuf>, SinkError> {
         self.flush()?;
         self.files.finish()
+    }
+
+    fn abort(self) {
+        self.files.abort();
     }
 }
 

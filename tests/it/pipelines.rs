@@ -46,7 +46,7 @@ fn the_main_pipeline_pretrains_and_embeds_the_bundled_photos() {
     let pretrain = summary.pretrain.as_ref().expect("a pretraining pipeline");
     assert_eq!(
         pretrain.steps,
-        plan.pretrain.as_ref().unwrap().budget.steps.unwrap()
+        plan.pretrain().unwrap().budget.steps.unwrap()
     );
     let eval = pretrain
         .eval
@@ -77,7 +77,7 @@ fn every_shipped_pretraining_pipeline_runs_a_few_steps() {
     photos_present();
     for file in shipped() {
         let mut plan = sslpipe::config::load(&file).unwrap();
-        let Some(pretrain) = plan.pretrain.as_mut() else {
+        let sslpipe::config::Mode::Pretrain { spec: pretrain, .. } = &mut plan.mode else {
             continue;
         };
         pretrain.budget.steps = Some(2);

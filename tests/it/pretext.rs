@@ -133,7 +133,7 @@ fn pyarrow_reads_the_pretext_tensors_with_their_shape_and_values() {
 
     // What the library says the first image's tensors are.
     let plan = sslpipe::config::load(&p).unwrap();
-    let task = sslpipe::pretext::build(plan.pretext.as_ref().unwrap(), 32).unwrap();
+    let task = sslpipe::pretext::build(plan.pretext().unwrap(), 32).unwrap();
     let mut decoder = sslpipe::decode::Decoder::new(plan.decode.clone());
     let mut rgb = Vec::new();
     decoder

@@ -41,10 +41,10 @@ pub use export::encoder_onnx;
 pub use heads::train_spec;
 
 use super::engine::{self, Passes};
-use super::export::PretextPrepare;
 use super::reorder::Reorder;
 use super::stats::{Clock, Counters, Stage};
 use super::workers::Decoded;
+use super::workers::PretextPrepare;
 use super::{PipelineError, RunOptions};
 use crate::config::{ModelSpec, OnError, Pipeline, PretrainSpec};
 use crate::decode::Decoder;
@@ -124,7 +124,7 @@ pub struct Model {
 /// Builds the task and the network for `plan` (which must have `[pretrain]`), checking every
 /// shape; errors say which setting to change.
 pub fn model(plan: &Pipeline) -> Result<Model, String> {
-    let (Some(cfg), Some(pretrain)) = (&plan.pretext, &plan.pretrain) else {
+    let (Some(cfg), Some(pretrain)) = (plan.pretext(), plan.pretrain()) else {
         return Err("the pipeline has no [pretext] or no [pretrain]".into());
     };
     let ModelSpec::Builtin { spec: encoder, .. } = &plan.model else {
@@ -186,8 +186,8 @@ pub fn run(
     resume: bool,
 ) -> Result<Pretrained, PipelineError> {
     let spec = plan
-        .pretrain
-        .clone()
+        .pretrain()
+        .cloned()
         .ok_or_else(|| stage_err("no [pretrain] section"))?;
     let Model { task, network } = model(plan).map_err(stage_err)?;
     let env = crate::runtime::environment(plan.runtime.library.as_deref())?;
@@ -265,7 +265,7 @@ pub fn run(
 
     let sig = task.signature();
     let feed = Feed::for_task(
-        plan.pretext.as_ref().expect("checked by model()"),
+        plan.pretext().expect("checked by model()"),
         size,
         &sig.inputs[0].shape,
         spec.batch_size,
@@ -274,7 +274,7 @@ pub fn run(
     let metrics = trainer.signature().metrics.clone();
     let log = log::TrainLog::open(&dir, &metrics, resumed_from)?;
 
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters::new("trained on"));
     let source_stage = Arc::new(Stage::new("source", 1));
     let decode_stage = Arc::new(Stage::new("pretext", plan.workers));
     let train_stage = Arc::new(Stage::new("train", 1));
@@ -598,7 +598,7 @@ impl TrainLoop {
                 self.state.images += b as u64;
                 let lr = self.schedule.lr(used(&self));
                 let out = self.trainer.step(lr).map_err(train_err)?;
-                Counters::add(&self.counters.embedded, b as u64);
+                Counters::add(&self.counters.done, b as u64);
                 clock.items += b as u64;
                 interval.steps += 1;
                 interval.images += b as u64;

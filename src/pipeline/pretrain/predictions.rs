@@ -30,7 +30,7 @@ pub fn write(
     heldout: &[HeldOut],
     count: usize,
 ) -> Result<(), PipelineError> {
-    let colorize = match (&plan.pretext, &feed.kind) {
+    let colorize = match (plan.pretext(), &feed.kind) {
         (Some(TaskConfig::Colorize(c)), FeedKind::ColorBins { .. } | FeedKind::ColorAb) => Some(
             c.build(plan.decode.size as usize)
                 .map_err(|e| PipelineError::stage("pretext", None, e.to_string()))?,
