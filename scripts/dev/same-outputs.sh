@@ -31,6 +31,7 @@ run_all "$old" "$work/old"
 run_all "$new" "$work/new"
 .deps/venv-readers/bin/python - "$work/old" "$work/new" <<'PY'
 import csv, glob, os, sys
+import pyarrow as pa
 import pyarrow.parquet as pq
 old, new = sys.argv[1], sys.argv[2]
 TIMING = {"seconds", "images_per_s", "input_wait"}
@@ -42,7 +43,7 @@ for f in ("failures",):
             print(f"FAIL {root}: {open(p).read().strip()}"); bad += 1
 def table(d):
     parts = sorted(glob.glob(os.path.join(d, "part-*.parquet")))
-    return pq.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+    return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
 def curve(d):
     p = os.path.join(d, "pretrain", "log.csv")
     if not os.path.exists(p):
