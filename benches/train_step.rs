@@ -18,8 +18,7 @@ use sslpipe::model::EncoderSpec;
 use sslpipe::rng::Rng;
 use sslpipe::runtime::{Device, Optimization, SessionSettings, environment};
 use sslpipe::train::{
-    HeadLayer, InputLayout, Loss, Network, Optimizer, RuleOptions, Tap, TrainSpec, Trainer,
-    WeightGrad,
+    InputLayout, Layer, Loss, Network, Optimizer, RuleOptions, Tap, TrainSpec, Trainer, WeightGrad,
 };
 
 struct Args {
@@ -124,7 +123,7 @@ fn spec(optimizer: Optimizer, batch: usize, size: u32) -> TrainSpec {
         input_size: size,
         input: InputLayout::Images,
         tap: Tap::Embedding,
-        head: vec![HeadLayer::Linear {
+        head: vec![Layer::Linear {
             out_features: 4,
             bias: true,
         }],

@@ -24,10 +24,9 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
+use super::emit::{Emit, Mode};
 use super::graph::{Dim, GraphBuilder, attr_int, attr_ints};
-use super::layers::{
-    BasicBlock, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Layer, Linear, MaxPool2d, Relu,
-};
+use super::layers::Layer;
 use super::onnx::{ModelProto, tensor_proto::DataType};
 use super::params::{ParamSet, ParamSpec};
 
@@ -219,6 +218,22 @@ pub struct NamedLayer {
     pub output_shape: Vec<usize>,
 }
 
+impl NamedLayer {
+    /// The layer's parameters, fully named (`{name}.weight`, …).
+    pub fn params(&self) -> Vec<ParamSpec> {
+        self.layer
+            .params(&self.input_shape)
+            .into_iter()
+            .map(|p| p.prefixed(&self.name))
+            .collect()
+    }
+
+    /// Appends the layer's nodes reading `x` (see [`Layer::emit`]).
+    pub fn emit<E: Emit>(&self, e: &mut E, mode: Mode, x: &str) -> Result<String, E::Error> {
+        self.layer.emit(e, mode, x, &self.name, &self.input_shape)
+    }
+}
+
 /// Cells per side of a stage's pooling grid: `grid`, or the side itself when it is shorter.
 fn grid_cells(grid: u32, side: usize) -> usize {
     side.clamp(1, grid as usize)
@@ -266,31 +281,21 @@ impl BuiltinEncoder {
         let mut plan: Vec<(String, Layer)> = vec![
             (
                 "stem.conv".into(),
-                Layer::Conv2d(Conv2d::new(
-                    spec.in_channels as usize,
-                    width,
-                    3,
-                    spec.stem.conv_stride(),
-                    1,
-                )),
+                Layer::conv(width, 3, spec.stem.conv_stride(), 1),
             ),
-            (
-                "stem.bn".into(),
-                Layer::BatchNorm2d(BatchNorm2d::new(width)),
-            ),
-            ("stem.relu".into(), Layer::Relu(Relu)),
+            ("stem.bn".into(), Layer::BatchNorm),
+            ("stem.relu".into(), Layer::Relu),
         ];
         if spec.stem == Stem::Pooled {
             plan.push((
                 "stem.pool".into(),
-                Layer::MaxPool2d(MaxPool2d {
+                Layer::MaxPool {
                     kernel: 3,
                     stride: 2,
                     padding: 1,
-                }),
+                },
             ));
         }
-        let mut channels = width;
         let mut stage_ends = Vec::with_capacity(spec.stages.len());
         for (i, &blocks) in spec.stages.iter().enumerate() {
             let out = width << i;
@@ -298,22 +303,23 @@ impl BuiltinEncoder {
                 let stride = if i > 0 && j == 0 { 2 } else { 1 };
                 plan.push((
                     format!("stage{i}.block{j}"),
-                    Layer::BasicBlock(BasicBlock::new(channels, out, stride)),
+                    Layer::BasicBlock {
+                        out_channels: out,
+                        stride,
+                    },
                 ));
-                channels = out;
             }
             stage_ends.push(plan.len() - 1);
         }
         if spec.features == Features::Last {
-            plan.push(("pool".into(), Layer::GlobalAvgPool(GlobalAvgPool)));
-            plan.push(("flatten".into(), Layer::Flatten(Flatten)));
+            plan.push(("pool".into(), Layer::GlobalAvgPool));
+            plan.push(("flatten".into(), Layer::Flatten));
             plan.push((
                 "embed".into(),
-                Layer::Linear(Linear {
-                    in_features: channels,
+                Layer::Linear {
                     out_features: spec.embedding_dim as usize,
                     bias: true,
-                }),
+                },
             ));
         }
 
@@ -396,10 +402,7 @@ impl BuiltinEncoder {
 
     /// Every parameter and buffer, fully named, in model order.
     pub fn param_specs(&self) -> Vec<ParamSpec> {
-        self.layers
-            .iter()
-            .flat_map(|l| l.layer.params().into_iter().map(|p| p.prefixed(&l.name)))
-            .collect()
+        self.layers.iter().flat_map(NamedLayer::params).collect()
     }
 
     /// Fresh parameters from `seed` (bit-identical on every machine).
@@ -426,28 +429,45 @@ impl BuiltinEncoder {
             .sum()
     }
 
-    /// Appends the encoder's forward nodes reading `input` (`[N, C, S, S]`); parameters are read
+    /// Appends the encoder's inference nodes reading `input` (`[N, C, S, S]`); parameters are read
     /// by their names, which must already be defined (initializers or graph inputs). Returns the
     /// name of the `[N, embedding_dim]` result.
     pub fn emit_forward(&self, g: &mut GraphBuilder, input: &str) -> Result<String, ModelError> {
-        let mut x = input.to_string();
-        let mut stage_outputs = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            x = l.layer.emit_forward(g, &x, &l.name)?;
-            if self.spec.features == Features::Stages && self.stage_ends.contains(&i) {
-                stage_outputs.push((i, x.clone()));
-            }
+        self.emit(g, Mode::Infer, input)
+    }
+
+    /// Appends the first `count` layers in `mode` reading `input`; returns every layer's output.
+    pub fn emit_layers<E: Emit>(
+        &self,
+        e: &mut E,
+        mode: Mode,
+        input: &str,
+        count: usize,
+    ) -> Result<Vec<String>, E::Error> {
+        let mut outputs: Vec<String> = Vec::with_capacity(count);
+        for l in self.layers.iter().take(count) {
+            let x = outputs.last().map_or(input, String::as_str);
+            let y = l.emit(e, mode, x)?;
+            outputs.push(y);
         }
+        Ok(outputs)
+    }
+
+    /// Appends the whole encoder in `mode` reading `input`: every layer, then (features =
+    /// `stages`) the per-stage grid pooling. Returns the name of the embedding.
+    pub fn emit<E: Emit>(&self, e: &mut E, mode: Mode, input: &str) -> Result<String, E::Error> {
+        let outputs = self.emit_layers(e, mode, input, self.layers.len())?;
         if self.spec.features == Features::Last {
-            return Ok(x);
+            return Ok(outputs.last().map_or(input, String::as_str).to_string());
         }
+        let stage_outputs = self.stage_ends.iter().map(|&i| (i, outputs[i].clone()));
         let cells = |side| grid_cells(self.spec.grid, side);
         let mut pooled = Vec::with_capacity(stage_outputs.len());
         for (i, out) in stage_outputs {
             let (name, shape) = (&self.layers[i].name, &self.layers[i].output_shape);
             let (h, w) = (shape[1], shape[2]);
             let grid = if cells(h) * cells(w) == 1 {
-                g.node(
+                e.node(
                     "GlobalAveragePool",
                     &[&out],
                     &format!("{name}.grid"),
@@ -456,7 +476,7 @@ impl BuiltinEncoder {
             } else {
                 let (kh, sh) = cell_window(h, cells(h));
                 let (kw, sw) = cell_window(w, cells(w));
-                g.node(
+                e.node(
                     "AveragePool",
                     &[&out],
                     &format!("{name}.grid"),
@@ -466,7 +486,7 @@ impl BuiltinEncoder {
                     ],
                 )?
             };
-            pooled.push(g.node(
+            pooled.push(e.node(
                 "Flatten",
                 &[&grid],
                 &format!("{name}.grid_flat"),
@@ -474,7 +494,7 @@ impl BuiltinEncoder {
             )?);
         }
         let inputs: Vec<&str> = pooled.iter().map(String::as_str).collect();
-        g.node(
+        e.node(
             "Concat",
             &inputs,
             "stage_features",

@@ -4,12 +4,15 @@
 //! Guarantees:
 //! - A pipeline needs no model file: [`BuiltinEncoder`] emits a self-contained `.onnx` (opset 17,
 //!   only `ai.onnx` operators) whose weights come from a seed, bit-identically on every machine.
-//! - The same layer description serves every graph built from it: the plain forward graph here,
-//!   and train-step graphs later (see the note at the top of [`layers`]).
+//! - One layer vocabulary ([`Layer`]) describes the encoder and the pretext heads, and each layer is
+//!   written once, through one trait ([`Emit`]) that both the inference graph builder here and the
+//!   training tape (`crate::train`) implement: every graph built from a description (the exported
+//!   encoder, the train step, the evaluation step) computes the same thing in its [`Mode`].
 //! - Every failure a user can cause (a bad spec, an input too small, parameters that do not fit)
 //!   is a [`ModelError`] that says what was expected and what was found; nothing here panics on
 //!   user input.
 
+pub mod emit;
 pub mod encoder;
 pub mod graph;
 pub mod layers;
@@ -24,14 +27,13 @@ mod ort_tests;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+pub use emit::{Emit, Mode};
 pub use encoder::{
     BuiltinEncoder, DEFAULT_EMBEDDING_DIM, DEFAULT_GRID, EMBEDDING_OUTPUT, EncoderSpec, Features,
     IMAGES_INPUT, INPUT_SIZE_METADATA_KEY, NamedLayer, SPEC_METADATA_KEY, Stem,
 };
 pub use graph::{Dim, GraphBuilder, OPSET_VERSION};
-pub use layers::{
-    BasicBlock, BatchNorm2d, Conv2d, Flatten, GlobalAvgPool, Layer, Linear, MaxPool2d, Relu,
-};
+pub use layers::{BN_EPS, BN_MOMENTUM, Layer};
 pub use params::{Init, Param, ParamSet, ParamSpec};
 
 #[derive(Debug, Error)]

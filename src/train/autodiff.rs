@@ -13,9 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::TrainError;
+use super::ops::{self, Builder};
 use super::tape::Tape;
-use super::vjp;
-use crate::model::graph::attr_tensor;
 
 /// Appends the backward pass of `loss` (a scalar) to the tape and returns, for every name in
 /// `wrt`, the name of its gradient tensor.
@@ -67,7 +66,7 @@ pub fn backward(
         if !need.iter().any(|&b| b) {
             continue;
         }
-        let dxs = vjp::entry_vjp(t, e, &dys, &need)?;
+        let dxs = ops::entry_vjp(t, e, &dys, &need)?;
         for ((input, dx), needed) in inputs.iter().zip(dxs).zip(&need) {
             if let (Some(dx), true) = (dx, *needed) {
                 grads.entry(input.clone()).or_default().push(dx);
@@ -79,7 +78,7 @@ pub fn backward(
     for w in wrt {
         let g = match take(t, &mut grads, w)? {
             Some(g) => g,
-            None => zeros_like(t, w)?,
+            None => ops::zeros_like(t, w)?,
         };
         out.insert(w.clone(), g);
     }
@@ -101,36 +100,7 @@ fn take(
         _ => {
             let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
             let base = format!("grad.{name}");
-            Ok(Some(t.emit("Sum", &refs, &base, vec![])?))
+            Ok(Some(Builder::emit(t, "Sum", &refs, &base, vec![])?))
         }
     }
-}
-
-/// A float zero tensor shaped like `name`.
-pub(crate) fn zeros_like(t: &mut Tape, name: &str) -> Result<String, TrainError> {
-    let shape = t.shape(name)?;
-    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    let s = t.ints1("shape", &dims)?;
-    let zero = zero_value(t)?;
-    t.emit(
-        "ConstantOfShape",
-        &[&s],
-        &format!("zeros.{name}"),
-        vec![attr_tensor("value", zero)],
-    )
-}
-
-/// The one-element zero tensor `ConstantOfShape` takes as its `value`, in the tape's precision.
-pub(crate) fn zero_value(t: &Tape) -> Result<crate::model::onnx::TensorProto, TrainError> {
-    use crate::model::onnx::{TensorProto, tensor_proto::DataType};
-    let (dt, raw) = match t.precision() {
-        super::Precision::F32 => (DataType::Float, 0f32.to_le_bytes().to_vec()),
-        super::Precision::F64 => (DataType::Double, 0f64.to_le_bytes().to_vec()),
-    };
-    Ok(TensorProto {
-        dims: vec![1],
-        data_type: Some(dt as i32),
-        raw_data: Some(raw),
-        ..Default::default()
-    })
 }

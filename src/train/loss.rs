@@ -117,7 +117,7 @@ impl Loss {
                     Some(m) => mask.extend_from_slice(m),
                     None => mask.extend_from_slice(&pred[1..]),
                 }
-                if super::tape::broadcast(&mask, pred).as_deref() != Some(pred)
+                if super::ops::broadcast(&mask, pred).as_deref() != Some(pred)
                     || mask.len() != pred.len()
                 {
                     return Err(err(format!(

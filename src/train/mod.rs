@@ -1,7 +1,7 @@
 //! Training on stock ONNX Runtime: sslpipe compiles its own train step.
 //!
 //! From a model described in Rust ([`TrainSpec`]: the built-in encoder's layers, a pretext head
-//! given as a list of [`HeadLayer`]s, a [`Loss`] and an [`Optimizer`]) this module emits **one**
+//! given as a list of [`crate::model::Layer`]s, a [`Loss`] and an [`Optimizer`]) this module emits **one**
 //! ONNX graph of standard `ai.onnx` operators (opset 17) that maps
 //! `(parameters, optimizer state, batch, targets, lr, step)` to
 //! `(loss, metrics, new parameters, new optimizer state)`. Any ONNX Runtime build runs it, with
@@ -11,11 +11,12 @@
 //! How the pieces fit:
 //! - [`tape`]: a `GraphBuilder` that knows every tensor's static shape and records the forward
 //!   nodes a backward pass must walk.
-//! - [`autodiff`] + [`vjp`]: reverse-mode differentiation, one vector-Jacobian rule per ONNX
-//!   `op_type` (plus one fused rule for training-mode BatchNorm); gradients of a tensor read by
-//!   several nodes are summed.
-//! - [`net`]: the model description, its training-mode emission (BatchNorm with batch statistics,
-//!   MaxPool with indices) and its plain forward exports (encoder alone, encoder + head).
+//! - [`ops`]: every ONNX op the graphs use, by family, with its shape inference and its
+//!   vector-Jacobian rule side by side (plus the fused training-mode BatchNorm).
+//! - [`autodiff`]: reverse-mode differentiation over the recorded nodes; gradients of a tensor
+//!   read by several nodes are summed.
+//! - [`net`]: the model description and its one emission ([`Network::emit`], training or
+//!   inference mode) that the train step, the evaluation step and both forward exports share.
 //! - [`loss`], [`optim`]: losses written as primitive ops (so their gradients come from the same
 //!   tested rules), and SGD / AdamW written into the graph.
 //! - [`step`]: assembles the train-step graph and names its inputs and outputs ([`Signature`]).
@@ -33,11 +34,11 @@ pub mod checkpoint;
 pub mod evaluator;
 pub mod loss;
 pub mod net;
+pub mod ops;
 pub mod optim;
 pub mod step;
 pub mod tape;
 pub mod trainer;
-pub mod vjp;
 
 #[cfg(test)]
 mod tests;
@@ -47,13 +48,15 @@ use thiserror::Error;
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 
+pub use crate::model::Layer;
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use evaluator::Evaluator;
 pub use loss::Loss;
-pub use net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
+pub use net::{InputLayout, Network, Tap, TrainSpec};
+pub use ops::{RuleOptions, WeightGrad};
 pub use optim::Optimizer;
 pub use step::{Signature, TensorInfo, TrainStep};
-pub use tape::{Precision, RuleOptions, Tape, WeightGrad};
+pub use tape::{Precision, Tape};
 pub use trainer::{BatchInputs, StepOutput, Trainer};
 
 #[derive(Debug, Error)]
@@ -71,7 +74,7 @@ pub enum TrainError {
         message: String,
     },
     #[error(
-        "no gradient rule for ONNX op `{op}` (node producing `{tensor}`); the differentiable ops are listed in src/train/vjp.rs"
+        "no gradient rule for ONNX op `{op}` (node producing `{tensor}`); the differentiable ops are listed in src/train/ops/mod.rs"
     )]
     NoRule { op: String, tensor: String },
     #[error("ONNX Runtime failed to {what}: {reason}")]

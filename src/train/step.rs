@@ -20,6 +20,7 @@ use super::TrainError;
 use super::autodiff;
 use super::net::{Network, PREDICTION_OUTPUT, TrainSpec};
 use super::tape::{Precision, RuleOptions, Tape};
+use crate::model::Mode;
 use crate::model::encoder::IMAGES_INPUT;
 use crate::model::onnx::tensor_proto::DataType;
 
@@ -157,7 +158,7 @@ impl Network {
         };
         declare_params(&mut t, &mut sig, &self.param_specs(), elem)?;
         let (images, target_names) = self.batch_inputs(&mut t, &mut sig)?;
-        let pred = self.emit_eval(&mut t, &images)?;
+        let pred = self.emit(&mut t, Mode::Infer, &images)?;
         let lo = spec.loss.emit(&mut t, &pred, &target_names)?;
         let shown = t.node("Identity", &[&pred], "shown", vec![])?;
         t.rename(&shown, PREDICTION_OUTPUT)?;
@@ -254,7 +255,8 @@ impl Network {
             (None, None)
         };
 
-        let (pred, bn_updates) = self.emit_train(&mut t, &images)?;
+        let pred = self.emit(&mut t, Mode::Train, &images)?;
+        let bn_updates = t.take_running_updates();
         let lo = spec.loss.emit(&mut t, &pred, &target_names)?;
         let wrt: Vec<String> = pspecs
             .iter()

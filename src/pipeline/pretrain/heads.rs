@@ -17,7 +17,7 @@
 use crate::config::PretrainSpec;
 use crate::model::{BuiltinEncoder, EncoderSpec};
 use crate::pretext::{PretextTask, TaskConfig};
-use crate::train::{HeadLayer, InputLayout, Loss, Tap, TrainSpec};
+use crate::train::{InputLayout, Layer, Loss, Tap, TrainSpec};
 
 /// Width of the hidden layer of the MLP heads.
 const HIDDEN: usize = 256;
@@ -43,15 +43,15 @@ pub fn train_spec(
     let side = |s: &[usize]| s[s.len() - 1];
     let mlp = |out: usize| {
         vec![
-            HeadLayer::GlobalAvgPool,
-            HeadLayer::Flatten,
-            HeadLayer::Linear {
+            Layer::GlobalAvgPool,
+            Layer::Flatten,
+            Layer::Linear {
                 out_features: HIDDEN,
                 bias: true,
             },
-            HeadLayer::BatchNorm,
-            HeadLayer::Relu,
-            HeadLayer::Linear {
+            Layer::BatchNorm,
+            Layer::Relu,
+            Layer::Linear {
                 out_features: out,
                 bias: true,
             },
@@ -146,7 +146,7 @@ fn decoder(
     input_size: u32,
     out: usize,
     target: usize,
-) -> Result<Vec<HeadLayer>, String> {
+) -> Result<Vec<Layer>, String> {
     let built = BuiltinEncoder::new(encoder.clone(), input_size).map_err(|e| e.to_string())?;
     // The last stage's output: the map the dense head decodes from.
     let fmap = built
@@ -162,7 +162,7 @@ fn decoder(
     }
     let mut ch = channels.min(256);
     let mut head = vec![
-        HeadLayer::Conv {
+        Layer::Conv {
             out_channels: ch,
             kernel: 1,
             stride: 1,
@@ -170,15 +170,15 @@ fn decoder(
             groups: 1,
             bias: false,
         },
-        HeadLayer::BatchNorm,
-        HeadLayer::Relu,
+        Layer::BatchNorm,
+        Layer::Relu,
     ];
     let mut cur = side;
     while cur < target {
         ch = (ch / 2).max(DECODER_MIN_CHANNELS);
         head.extend([
-            HeadLayer::Upsample { scale: 2 },
-            HeadLayer::Conv {
+            Layer::Upsample { scale: 2 },
+            Layer::Conv {
                 out_channels: ch,
                 kernel: 3,
                 stride: 1,
@@ -186,12 +186,12 @@ fn decoder(
                 groups: 1,
                 bias: false,
             },
-            HeadLayer::BatchNorm,
-            HeadLayer::Relu,
+            Layer::BatchNorm,
+            Layer::Relu,
         ]);
         cur *= 2;
     }
-    head.push(HeadLayer::Conv {
+    head.push(Layer::Conv {
         out_channels: out,
         kernel: 1,
         stride: 1,

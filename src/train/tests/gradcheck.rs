@@ -30,8 +30,8 @@ use crate::model::onnx::tensor_proto::DataType;
 use crate::train::TrainError;
 use crate::train::autodiff;
 use crate::train::loss::Loss;
+use crate::train::ops::batch_norm_train;
 use crate::train::tape::{Precision, RuleOptions, Tape, WeightGrad};
-use crate::train::vjp::batch_norm_train;
 
 /// Emits the graph under test on the tape from its input names; returns the result tensor.
 type Builder<'a> = dyn Fn(&mut Tape, &[String]) -> Result<String, TrainError> + 'a;

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use super::TestResult;
 use super::step_tests::{linear, perturbed, tiny_encoder};
 use super::trainer_tests::quadrant_batch;
+use crate::model::Layer;
 use crate::runtime::{SessionSettings, environment};
 use crate::train::checkpoint::{Checkpoint, CheckpointMeta};
-use crate::train::net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
+use crate::train::net::{InputLayout, Network, Tap, TrainSpec};
 use crate::train::{Loss, Optimizer, Trainer};
 
 fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> std::io::Result<()> {
@@ -66,7 +67,7 @@ fn export_reference_steps() -> TestResult {
             input_size: 16,
             input: InputLayout::Images,
             tap: Tap::Embedding,
-            head: vec![linear(12), HeadLayer::Relu, linear(4)],
+            head: vec![linear(12), Layer::Relu, linear(4)],
             loss: Loss::CrossEntropy,
             optimizer: opt,
             batch_size: batch,

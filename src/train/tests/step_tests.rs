@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use super::{Host, TestResult, fail, normal, run, session, uniform};
+use crate::model::Layer;
 use crate::model::onnx::tensor_proto::DataType;
 use crate::model::{EncoderSpec, ParamSet};
 use crate::rng::Rng;
-use crate::train::net::{HeadLayer, InputLayout, Network, Tap, TrainSpec};
+use crate::train::net::{InputLayout, Network, Tap, TrainSpec};
 use crate::train::step::{
     ElemType, LOSS_OUTPUT, LR_INPUT, STEP_INPUT, Signature, gradient_name, new_name, state_name,
 };
@@ -26,8 +27,8 @@ pub(super) fn tiny_encoder(width: u32, stages: Vec<u32>, embedding_dim: u32) -> 
     }
 }
 
-pub(super) fn linear(out: usize) -> HeadLayer {
-    HeadLayer::Linear {
+pub(super) fn linear(out: usize) -> Layer {
+    Layer::Linear {
         out_features: out,
         bias: true,
     }
@@ -364,7 +365,7 @@ const NET_TOL: f64 = 1e-2;
 fn spec(
     input: InputLayout,
     tap: Tap,
-    head: Vec<HeadLayer>,
+    head: Vec<Layer>,
     loss: Loss,
     batch: usize,
     size: u32,
@@ -405,7 +406,7 @@ fn network_gradients_jigsaw_tiles() -> TestResult {
         spec(
             InputLayout::Tiles { count: 3 },
             Tap::Embedding,
-            vec![linear(8), HeadLayer::Relu, linear(5)],
+            vec![linear(8), Layer::Relu, linear(5)],
             Loss::CrossEntropy,
             3,
             8,
@@ -422,7 +423,7 @@ fn network_gradients_contrastive_views() -> TestResult {
         spec(
             InputLayout::Views { count: 2 },
             Tap::Embedding,
-            vec![linear(8), HeadLayer::BatchNorm, HeadLayer::Relu, linear(4)],
+            vec![linear(8), Layer::BatchNorm, Layer::Relu, linear(4)],
             Loss::NtXent { temperature: 0.5 },
             4,
             8,
@@ -440,7 +441,7 @@ fn network_gradients_dense_decoders() -> TestResult {
             InputLayout::Images,
             Tap::FeatureMap,
             vec![
-                HeadLayer::ConvTranspose {
+                Layer::ConvTranspose {
                     out_channels: 6,
                     kernel: 4,
                     stride: 2,
@@ -448,10 +449,10 @@ fn network_gradients_dense_decoders() -> TestResult {
                     output_padding: 0,
                     bias: true,
                 },
-                HeadLayer::BatchNorm,
-                HeadLayer::Relu,
-                HeadLayer::Upsample { scale: 2 },
-                HeadLayer::Conv {
+                Layer::BatchNorm,
+                Layer::Relu,
+                Layer::Upsample { scale: 2 },
+                Layer::Conv {
                     out_channels: 2,
                     kernel: 3,
                     stride: 1,
@@ -459,7 +460,7 @@ fn network_gradients_dense_decoders() -> TestResult {
                     groups: 1,
                     bias: true,
                 },
-                HeadLayer::Tanh,
+                Layer::Tanh,
             ],
             Loss::MaskedL1 {
                 mask_shape: Some(vec![1, 8, 8]),
@@ -476,8 +477,8 @@ fn network_gradients_dense_decoders() -> TestResult {
             InputLayout::Images,
             Tap::FeatureMap,
             vec![
-                HeadLayer::Upsample { scale: 4 },
-                HeadLayer::Conv {
+                Layer::Upsample { scale: 4 },
+                Layer::Conv {
                     out_channels: 5,
                     kernel: 3,
                     stride: 1,
@@ -485,7 +486,7 @@ fn network_gradients_dense_decoders() -> TestResult {
                     groups: 1,
                     bias: true,
                 },
-                HeadLayer::AvgPool {
+                Layer::AvgPool {
                     kernel: 2,
                     stride: 2,
                 },
@@ -726,7 +727,7 @@ fn exported_forward_matches_training_forward_given_batch_statistics() -> TestRes
     let sp = spec(
         InputLayout::Tiles { count: 2 },
         Tap::Embedding,
-        vec![linear(6), HeadLayer::BatchNorm, HeadLayer::Relu, linear(3)],
+        vec![linear(6), Layer::BatchNorm, Layer::Relu, linear(3)],
         Loss::CrossEntropy,
         4,
         8,
@@ -829,7 +830,7 @@ fn bn_count(net: &Network, name: &str) -> Result<f64, super::Failure> {
         t.input_float(&p.name, &p.shape)?;
     }
     let images = t.input_float("images", net.images_shape())?;
-    let _ = net.emit_train(&mut t, &images)?;
+    let _ = net.emit(&mut t, crate::model::Mode::Train, &images)?;
     for e in t.entries() {
         if let crate::train::tape::Entry::BatchNorm(r) = e
             && r.gamma == format!("{prefix}.weight")
@@ -887,7 +888,7 @@ fn emission_is_deterministic_and_specs_are_validated() -> TestResult {
     let sp = spec(
         InputLayout::Views { count: 2 },
         Tap::Embedding,
-        vec![linear(8), HeadLayer::BatchNorm, HeadLayer::Relu, linear(4)],
+        vec![linear(8), Layer::BatchNorm, Layer::Relu, linear(4)],
         Loss::NtXent { temperature: 0.2 },
         4,
         8,
@@ -974,7 +975,7 @@ fn exported_forward_graphs_run_for_every_head_kind() -> TestResult {
         spec(
             InputLayout::Tiles { count: 3 },
             Tap::Embedding,
-            vec![linear(8), HeadLayer::Relu, linear(5)],
+            vec![linear(8), Layer::Relu, linear(5)],
             Loss::CrossEntropy,
             3,
             8,
@@ -982,7 +983,7 @@ fn exported_forward_graphs_run_for_every_head_kind() -> TestResult {
         spec(
             InputLayout::Views { count: 2 },
             Tap::Embedding,
-            vec![linear(8), HeadLayer::BatchNorm, HeadLayer::Relu, linear(4)],
+            vec![linear(8), Layer::BatchNorm, Layer::Relu, linear(4)],
             Loss::NtXent { temperature: 0.5 },
             4,
             8,
@@ -991,7 +992,7 @@ fn exported_forward_graphs_run_for_every_head_kind() -> TestResult {
             InputLayout::Images,
             Tap::FeatureMap,
             vec![
-                HeadLayer::ConvTranspose {
+                Layer::ConvTranspose {
                     out_channels: 6,
                     kernel: 4,
                     stride: 2,
@@ -999,10 +1000,10 @@ fn exported_forward_graphs_run_for_every_head_kind() -> TestResult {
                     output_padding: 0,
                     bias: true,
                 },
-                HeadLayer::BatchNorm,
-                HeadLayer::Relu,
-                HeadLayer::Upsample { scale: 2 },
-                HeadLayer::Conv {
+                Layer::BatchNorm,
+                Layer::Relu,
+                Layer::Upsample { scale: 2 },
+                Layer::Conv {
                     out_channels: 2,
                     kernel: 3,
                     stride: 1,
@@ -1010,11 +1011,11 @@ fn exported_forward_graphs_run_for_every_head_kind() -> TestResult {
                     groups: 1,
                     bias: true,
                 },
-                HeadLayer::AvgPool {
+                Layer::AvgPool {
                     kernel: 2,
                     stride: 2,
                 },
-                HeadLayer::Sigmoid,
+                Layer::Sigmoid,
             ],
             Loss::MaskedL2 { mask_shape: None },
             3,
