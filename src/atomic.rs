@@ -5,6 +5,7 @@
 //! - A reader never sees half a file: the bytes go to `NAME.tmp` in the target's folder, are
 //!   synced to disk, and the temporary is renamed over `NAME` only when complete. A crash or an
 //!   abort leaves at most a `.tmp` file, which readers ignore.
+//! - Durable once published: the file is synced before the rename and the folder after it.
 //! - The temporary is created with `O_EXCL | O_NOFOLLOW`: a symlink (or anything else) planted at
 //!   `NAME.tmp` is removed as a name, never followed, so no file outside the output is written.
 //! - The target must be a regular file or absent: a FIFO, a device node, a folder or a symlink at
@@ -101,7 +102,10 @@ impl Staged {
                 std::fs::rename(&self.tmp, &self.path).map_err(|e| WriteError::new(&self.path, e))
             });
         match result {
-            Ok(()) => Ok(self.path),
+            Ok(()) => {
+                sync_folder(&self.path);
+                Ok(self.path)
+            }
             Err(e) => {
                 self.abort();
                 Err(e)
@@ -124,6 +128,16 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         return Err(WriteError::new(&tmp, e));
     }
     staged.commit(file).map(drop)
+}
+
+/// Makes a rename in `path`'s folder durable. Best effort: not every filesystem lets a folder be
+/// synced, and the file itself is already on disk.
+fn sync_folder(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
 }
 
 /// Errors unless `path` is absent or a regular file (not followed if it is a symlink).

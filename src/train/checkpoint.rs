@@ -16,8 +16,6 @@
 //!   flipped bit fails), the format tag, and finite values. A bad file is a
 //!   [`TrainError::Checkpoint`] that names the file and the problem; nothing is half-loaded.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -108,30 +106,11 @@ impl Checkpoint {
         Ok(out)
     }
 
-    /// Writes atomically (`<path>.tmp`, fsync, rename, fsync of the directory).
+    /// Writes atomically (see [`crate::atomic`]: a temporary, fsync, rename, fsync of the folder).
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         let bytes = self.to_bytes().map_err(|e| err(path, e.to_string()))?;
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp_name);
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                // Make the rename itself durable; not every filesystem lets a directory be synced.
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(path, format!("could not write: {e}"))
-        })
+        crate::atomic::write(path, &bytes)
+            .map_err(|e| err(path, format!("could not write: {}", e.source)))
     }
 
     /// Reads and fully validates a checkpoint file.
