@@ -41,6 +41,11 @@ use super::{
 };
 use crate::rng::Rng;
 
+use super::baseline::Baseline;
+use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
+use super::{TaskSettings, feed, heads};
+use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
+
 const TASK: &str = "jigsaw";
 
 /// Largest grid: 16 tiles, so that one permutation packs into the 16 nibbles of a `u64`, which
@@ -629,6 +634,12 @@ impl PretextTask for Jigsaw {
         TASK
     }
 
+    /// `permutations.json`: the labels are indices into this set, a trainer elsewhere needs it
+    /// to decode them.
+    fn write_dataset_files(&self, dir: &Path) -> Result<(), PretextError> {
+        self.perms.save(&dir.join("permutations.json"))
+    }
+
     fn signature(&self) -> Signature {
         let (n, t) = (self.grid * self.grid, self.tile);
         Signature {
@@ -716,6 +727,46 @@ impl PretextTask for Jigsaw {
             );
         }
         c.into_parts()
+    }
+}
+
+impl TaskSettings for JigsawConfig {
+    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
+        Ok(Arc::new(JigsawConfig::build(self, size)?))
+    }
+
+    fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+        self.permutation_file = self.permutation_file.as_deref().map(resolve);
+    }
+}
+
+/// Training: the tiles go through the shared encoder, their pooled features are concatenated and
+/// an MLP classifies the permutation (P-way cross-entropy).
+impl TrainingContract for Jigsaw {
+    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
+        Ok(Training {
+            input: InputLayout::Tiles {
+                count: self.grid * self.grid,
+            },
+            in_channels: 3,
+            head: heads::mlp(self.perms.len()),
+            loss: Loss::CrossEntropy,
+        })
+    }
+
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        slot: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        let plane = self.tile * self.tile;
+        feed::classify(&sample.inputs, &sample.targets, slot, plane, norm, dst)
+    }
+
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::chance(self.perms.len(), batch)
     }
 }
 

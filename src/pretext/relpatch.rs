@@ -25,6 +25,12 @@ use super::{
     DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
 };
 use crate::rng::Rng;
+use std::sync::Arc;
+
+use super::baseline::Baseline;
+use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
+use super::{TaskSettings, feed, heads};
+use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
 
 const TASK: &str = "relpatch";
 
@@ -318,6 +324,40 @@ impl PretextTask for RelPatch {
             c.digits(x0, panel_h + 3 * gap, &k.to_string(), scale, draw::WHITE);
         }
         c.into_parts()
+    }
+}
+
+impl TaskSettings for RelPatchConfig {
+    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
+        Ok(Arc::new(RelPatchConfig::build(self, size)?))
+    }
+}
+
+/// Training: both patches go through the shared encoder, their pooled features are concatenated
+/// and an MLP classifies the neighbour's position (8-way cross-entropy).
+impl TrainingContract for RelPatch {
+    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
+        Ok(Training {
+            input: InputLayout::Tiles { count: 2 },
+            in_channels: 3,
+            head: heads::mlp(8),
+            loss: Loss::CrossEntropy,
+        })
+    }
+
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        slot: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        let plane = self.patch * self.patch;
+        feed::classify(&sample.inputs, &sample.targets, slot, plane, norm, dst)
+    }
+
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::chance(8, batch)
     }
 }
 

@@ -36,6 +36,12 @@ use super::{
     DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
 };
 use crate::rng::{self, Rng};
+use std::sync::Arc;
+
+use super::baseline::Baseline;
+use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
+use super::{TaskSettings, feed, heads};
+use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
 
 const TASK: &str = "views";
 
@@ -696,6 +702,43 @@ fn conform(image: RgbView<'_>, size: usize) -> Cow<'_, [u8]> {
         out[y * size * 3..][..end - start].copy_from_slice(&image.pixels[start..end]);
     }
     Cow::Owned(out)
+}
+
+impl TaskSettings for ViewsConfig {
+    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
+        Ok(Arc::new(ViewsConfig::build(self, size)?))
+    }
+}
+
+/// Training (SimCLR): both views go through the encoder, a projection MLP maps the pooled features
+/// to [`heads::PROJECTION`] dimensions, and NT-Xent pulls the two views of an image together
+/// against the other `2B − 2` views of the batch. No targets are fed.
+impl TrainingContract for Views {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+        Ok(Training {
+            input: InputLayout::Views { count: 2 },
+            in_channels: 3,
+            head: heads::mlp(heads::PROJECTION),
+            loss: Loss::NtXent {
+                temperature: net.temperature,
+            },
+        })
+    }
+
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        slot: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        feed::images(&sample.inputs, slot, self.out * self.out, norm, dst)
+    }
+
+    /// Chance of picking the other view among the `2B − 1` other rows.
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::chance(2 * batch - 1, batch)
+    }
 }
 
 #[cfg(test)]
