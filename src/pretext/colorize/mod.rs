@@ -10,9 +10,15 @@
 //!   to 1 (`soft_index`, `soft_weight`) — which the loss scatters into the K classes (the dense
 //!   K×(S/d)² f32 soft target would be 720 KB per 96 px image; these three are 39 KB).
 //!
-//! Also here: class rebalancing (paper eq. 4: [`RebalanceWeights`], estimated from a
-//! [`BinHistogram`] of the data streaming through) and annealed-mean decoding (eq. 5:
-//! [`BinSet::annealed_mean`]) for previews and for turning predictions into colours.
+//! Also here: class rebalancing (paper eq. 4: [`RebalanceWeights`], from the bin frequencies of
+//! the training data in `rebalance_prior`, or a [`BinHistogram`] of samples; off by default) and
+//! annealed-mean decoding (eq. 5: [`BinSet::annealed_mean`]) for previews and for turning
+//! predictions into colours.
+//!
+//! Files: this one (config, the task, its tensors and previews), `bins.rs` (the in-gamut bin set),
+//! `rebalance.rs` (histogram and rebalancing weights), `training.rs` (how it trains: 1-channel
+//! encoder, dense decoder, soft cross-entropy with the rebalancing weights, batch feed,
+//! predictions, the RGB → L export prelude), `tests.rs`.
 //!
 //! What it guarantees:
 //! - Tensors (per sample, `S` = working size, `m = S / downsample`):
@@ -51,6 +57,7 @@ mod rebalance;
 mod training;
 
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +113,11 @@ pub struct ColorizeConfig {
     pub sigma: f32,
     /// λ of the class rebalancing, mixing the prior with a uniform distribution (0.5). In [0, 1].
     pub rebalance_lambda: f32,
+    /// Class rebalancing (Zhang et al. eq. 4) for `bins`: a JSON file holding the bins' frequencies
+    /// in the training data (an array of one non-negative count or frequency per bin, in bin
+    /// order); the loss then weighs every target position by the weight of its most likely bin
+    /// ([`RebalanceWeights`], with `rebalance_lambda` and `sigma`). Unset (default): unweighted.
+    pub rebalance_prior: Option<PathBuf>,
     /// Temperature of the annealed-mean decoding used by previews (0.38). Positive.
     pub temperature: f32,
     /// Bin targets are computed on the ab map averaged over `d×d` blocks (4); must divide the size.
@@ -121,6 +133,7 @@ impl Default for ColorizeConfig {
             neighbours: 5,
             sigma: 5.0,
             rebalance_lambda: 0.5,
+            rebalance_prior: None,
             temperature: 0.38,
             downsample: 4,
         }
@@ -130,6 +143,10 @@ impl Default for ColorizeConfig {
 impl TaskSettings for ColorizeConfig {
     fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
         Ok(Arc::new(ColorizeConfig::build(self, size)?))
+    }
+
+    fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+        self.rebalance_prior = self.rebalance_prior.as_deref().map(resolve);
     }
 }
 
@@ -180,12 +197,44 @@ impl ColorizeConfig {
                 self.neighbours
             )));
         }
+        let class_weights = match (&self.rebalance_prior, self.target) {
+            (None, _) => None,
+            (Some(_), ColorTarget::Regression) => {
+                return Err(invalid(
+                    "rebalance_prior weighs bins: it needs target = \"bins\"".into(),
+                ));
+            }
+            (Some(path), ColorTarget::Bins) => {
+                let prior = read_prior(path)?;
+                let w = RebalanceWeights::estimate(
+                    &bins,
+                    &prior,
+                    f64::from(self.rebalance_lambda),
+                    f64::from(self.sigma),
+                )
+                .map_err(|e| invalid(format!("rebalance_prior {}: {e}", path.display())))?;
+                Some(w.weights)
+            }
+        };
         Ok(Colorize {
             config: self.clone(),
             size,
             bins,
+            class_weights,
         })
     }
+}
+
+/// The bin frequencies of a `rebalance_prior` file: a JSON array of numbers.
+fn read_prior(path: &Path) -> Result<Vec<f64>, PretextError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("rebalance_prior {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        invalid(format!(
+            "rebalance_prior {}: a JSON array of one frequency per bin expected ({e})",
+            path.display()
+        ))
+    })
 }
 
 fn invalid(message: String) -> PretextError {
@@ -201,6 +250,8 @@ pub struct Colorize {
     config: ColorizeConfig,
     size: usize,
     bins: Arc<BinSet>,
+    /// Per-bin loss weights from `rebalance_prior`.
+    class_weights: Option<Vec<f32>>,
 }
 
 impl Colorize {

@@ -8,8 +8,8 @@ use crate::pretext::TrainingContract;
 use crate::pretext::feed::IMAGES;
 use crate::pretext::feed::host::{Host, zeros};
 use crate::pretext::training::{PixelNorm, Slot};
-use crate::train::BatchInputs;
 use crate::train::loss::TARGETS_INPUT;
+use crate::train::{BatchInputs, Loss};
 
 fn canonical() -> Arc<BinSet> {
     BinSet::in_gamut(Gamut::Hull, 10.0)
@@ -612,4 +612,63 @@ fn soft_colour_bins_become_a_dense_distribution_per_cell() {
         let got: Vec<f32> = (0..bins).map(|q| dense[q * cells + cell]).collect();
         assert_eq!(got, expected, "cell {cell}");
     }
+}
+
+#[test]
+fn rebalance_prior_weights_the_soft_cross_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let bins = BinSet::in_gamut(Gamut::Hull, 10.0);
+    // Half the mass on the grey bin, the rest spread evenly.
+    let grey = bins.nearest([0.0, 0.0]);
+    let mut prior = vec![1.0f64; bins.len()];
+    prior[grey] = bins.len() as f64;
+    let path = dir.path().join("prior.json");
+    std::fs::write(&path, serde_json::to_string(&prior).unwrap()).unwrap();
+    let net_spec = crate::model::EncoderSpec::default();
+    let net = crate::pretext::training::NetworkContext {
+        encoder: &net_spec,
+        temperature: 0.2,
+    };
+
+    // Relative paths are the pipeline file's: resolved through the task config.
+    let mut config: crate::pretext::TaskConfig =
+        toml::from_str("kind = \"colorize\"\nrebalance_prior = \"prior.json\"").unwrap();
+    config.resolve_paths(&|p| dir.path().join(p));
+    let task = crate::pretext::build(&config, 32).unwrap();
+    let Loss::SoftCrossEntropy { class_weights } = task.training(&net).unwrap().loss else {
+        panic!("soft cross-entropy expected")
+    };
+    let expected = RebalanceWeights::estimate(&bins, &prior, 0.5, 5.0).unwrap();
+    assert_eq!(class_weights.as_deref(), Some(expected.weights.as_slice()));
+    let w = class_weights.unwrap();
+    assert!(
+        w[grey] < w[(grey + 1) % w.len()],
+        "the common bin weighs less"
+    );
+
+    // Without a prior: unweighted, as before.
+    let plain = ColorizeConfig::default().build(32).unwrap();
+    assert_eq!(
+        plain.training(&net).unwrap().loss,
+        Loss::SoftCrossEntropy {
+            class_weights: None
+        }
+    );
+    // Regression has no bins to weigh; a prior of the wrong length or an unreadable one is refused.
+    let with = |target, file: &str| ColorizeConfig {
+        target,
+        rebalance_prior: Some(dir.path().join(file)),
+        ..Default::default()
+    };
+    let err = with(ColorTarget::Regression, "prior.json")
+        .build(32)
+        .unwrap_err();
+    assert!(err.to_string().contains("bins"), "{err}");
+    std::fs::write(dir.path().join("short.json"), "[1, 2, 3]").unwrap();
+    let err = with(ColorTarget::Bins, "short.json").build(32).unwrap_err();
+    assert!(err.to_string().contains("one frequency per bin"), "{err}");
+    let err = with(ColorTarget::Bins, "missing.json")
+        .build(32)
+        .unwrap_err();
+    assert!(err.to_string().contains("missing.json"), "{err}");
 }

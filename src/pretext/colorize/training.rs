@@ -27,7 +27,7 @@ impl TrainingContract for Colorize {
                 self.bins.len(),
                 self.target_side(),
                 Loss::SoftCrossEntropy {
-                    class_weights: None,
+                    class_weights: self.class_weights.clone(),
                 },
             ),
             ColorTarget::Regression => (
@@ -103,7 +103,10 @@ impl TrainingContract for Colorize {
 
     fn baseline(&self, batch: usize) -> Baseline {
         match self.config.target {
-            ColorTarget::Bins => Baseline::soft_prior(self.bins.len(), batch),
+            ColorTarget::Bins => match &self.class_weights {
+                None => Baseline::soft_prior(self.bins.len(), batch),
+                Some(w) => Baseline::weighted_soft_prior(w.clone(), batch),
+            },
             ColorTarget::Regression => Baseline::channel_means(2, batch),
         }
     }
