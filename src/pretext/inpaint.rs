@@ -24,21 +24,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::draw::{self, Canvas};
-use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
-};
-use crate::rng::Rng;
-use std::sync::Arc;
-
 use super::baseline::Baseline;
-use super::feed;
+use super::draw::{self, Canvas};
 use super::training::{
     DrawPredictions, NetworkContext, PixelNorm, Slot, Training, TrainingContract,
 };
-use super::{TaskSettings, heads};
+use super::{
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec, feed,
+};
+use crate::rng::Rng;
 use crate::train::loss::{MASK_INPUT, TARGETS_INPUT};
-use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
+use crate::train::{BatchInputs, TrainError};
 
 const TASK: &str = "inpaint";
 
@@ -396,25 +393,13 @@ impl PretextTask for Inpaint {
     }
 }
 
-impl TaskSettings for InpaintConfig {
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-        Ok(Arc::new(InpaintConfig::build(self, size)?))
-    }
-}
+impl TaskSettings for InpaintConfig {}
 
 /// Training: the dense decoder predicts the image (`[3, S, S]`, normalised like the input) and
 /// masked L2 weighs the hole (and its overlap) with the task's `weight` target.
 impl TrainingContract for Inpaint {
     fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
-        let s = self.size;
-        Ok(Training {
-            input: InputLayout::Images,
-            in_channels: 3,
-            head: heads::decoder(net.encoder, 3, s as u32, 3, s)?,
-            loss: Loss::MaskedL2 {
-                mask_shape: Some(vec![1, s, s]),
-            },
-        })
+        Training::image_reconstruction(net.encoder, self.size)
     }
 
     /// `images` ← pixels; `targets` ← pixels of target 0 (U8, normalised); `mask` ← target 1.

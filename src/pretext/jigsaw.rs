@@ -36,15 +36,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::draw::{self, Canvas};
+use super::training::Classification;
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec,
 };
 use crate::rng::Rng;
-
-use super::baseline::Baseline;
-use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
-use super::{TaskSettings, feed, heads};
-use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
+use crate::train::InputLayout;
 
 const TASK: &str = "jigsaw";
 
@@ -731,10 +729,6 @@ impl PretextTask for Jigsaw {
 }
 
 impl TaskSettings for JigsawConfig {
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-        Ok(Arc::new(JigsawConfig::build(self, size)?))
-    }
-
     fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
         self.permutation_file = self.permutation_file.as_deref().map(resolve);
     }
@@ -742,31 +736,19 @@ impl TaskSettings for JigsawConfig {
 
 /// Training: the tiles go through the shared encoder, their pooled features are concatenated and
 /// an MLP classifies the permutation (P-way cross-entropy).
-impl TrainingContract for Jigsaw {
-    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
-        Ok(Training {
-            input: InputLayout::Tiles {
-                count: self.grid * self.grid,
-            },
-            in_channels: 3,
-            head: heads::mlp(self.perms.len()),
-            loss: Loss::CrossEntropy,
-        })
+impl Classification for Jigsaw {
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::Tiles {
+            count: self.grid * self.grid,
+        }
     }
 
-    fn fill(
-        &self,
-        sample: &PretextSample,
-        slot: Slot,
-        norm: &PixelNorm,
-        dst: &mut dyn BatchInputs,
-    ) -> Result<(), TrainError> {
-        let plane = self.tile * self.tile;
-        feed::classify(&sample.inputs, &sample.targets, slot, plane, norm, dst)
+    fn classes(&self) -> usize {
+        self.perms.len()
     }
 
-    fn baseline(&self, batch: usize) -> Baseline {
-        Baseline::chance(self.perms.len(), batch)
+    fn plane(&self) -> usize {
+        self.tile * self.tile
     }
 }
 

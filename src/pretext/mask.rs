@@ -20,20 +20,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::draw::{self, Canvas};
 use super::inpaint::FILL;
+use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec, feed,
 };
 use crate::rng::Rng;
-use std::sync::Arc;
-
-use super::baseline::Baseline;
-use super::feed;
-use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
-use super::{TaskSettings, heads};
 use crate::train::loss::{MASK_INPUT, TARGETS_INPUT};
-use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
+use crate::train::{BatchInputs, TrainError};
 
 const TASK: &str = "mask";
 
@@ -255,26 +252,14 @@ impl PretextTask for Mask {
     }
 }
 
-impl TaskSettings for MaskConfig {
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-        Ok(Arc::new(MaskConfig::build(self, size)?))
-    }
-}
+impl TaskSettings for MaskConfig {}
 
 /// Training: the dense decoder predicts the whole image (`[3, S, S]`) from the masked one; the
 /// per-patch targets are laid back onto the image grid so one decoder serves inpainting and
 /// masked patches alike, and masked L2 counts the masked patches only.
 impl TrainingContract for Mask {
     fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
-        let s = self.size;
-        Ok(Training {
-            input: InputLayout::Images,
-            in_channels: 3,
-            head: heads::decoder(net.encoder, 3, s as u32, 3, s)?,
-            loss: Loss::MaskedL2 {
-                mask_shape: Some(vec![1, s, s]),
-            },
-        })
+        Training::image_reconstruction(net.encoder, self.size)
     }
 
     /// `images` ← pixels; `targets` ← per-patch normalised pixels (`[G², p²·3]` in (row, column,

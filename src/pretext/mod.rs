@@ -15,8 +15,9 @@
 //!   caught when the task is built ([`PretextError`]).
 //!
 //! A new task is one new file here (or a folder, for a large one) holding its config (with a
-//! [`TaskSettings`] impl), its [`PretextTask`] and its [`TrainingContract`], plus one line in the
-//! [`tasks!`] registration below (which declares its [`TaskConfig`] variant).
+//! `build(size)` and a [`TaskSettings`] impl), its [`PretextTask`] and its [`TrainingContract`]
+//! (for a plain classifier, [`training::Classification`]), plus one line in the `tasks!`
+//! registry below, which declares its [`TaskConfig`] variant and its `kind` name.
 
 pub mod baseline;
 pub mod colorize;
@@ -35,6 +36,7 @@ mod test_support;
 pub mod training;
 pub mod views;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,6 +131,25 @@ pub struct RgbView<'a> {
     pub pixels: &'a [u8],
 }
 
+impl<'a> RgbView<'a> {
+    /// The image as `size×size×3` bytes. A valid input is borrowed as is; anything else (which
+    /// the trait rules out, but must not crash a worker) is copied onto a black canvas, top-left
+    /// aligned.
+    pub fn conformed(&self, size: usize) -> Cow<'a, [u8]> {
+        let n = size * size * 3;
+        if self.width == size && self.height == size && self.pixels.len() >= n {
+            return Cow::Borrowed(&self.pixels[..n]);
+        }
+        let mut out = vec![0u8; n];
+        for y in 0..self.height.min(size) {
+            let start = (y * self.width * 3).min(self.pixels.len());
+            let end = (start + self.width.min(size) * 3).min(self.pixels.len());
+            out[y * size * 3..][..end - start].copy_from_slice(&self.pixels[start..end]);
+        }
+        Cow::Owned(out)
+    }
+}
+
 /// The shape every task implements, with its [`TrainingContract`]. Implementations are immutable
 /// after `build` and shared by all worker threads; per-sample state lives in the `Rng` and the
 /// output.
@@ -149,10 +170,9 @@ pub trait PretextTask: TrainingContract + Send + Sync {
     }
 }
 
-/// What every task's config implements: building the task for a working size.
+/// What every task's config implements besides its inherent `build(&self, size) ->
+/// Result<Task, PretextError>` (which validates the parameters against `size × size` images).
 pub trait TaskSettings {
-    /// Validates the parameters against `size × size` images and builds the task.
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError>;
     /// Makes the config's file paths absolute (relative ones are relative to the pipeline file).
     fn resolve_paths(&mut self, _resolve: &dyn Fn(&Path) -> PathBuf) {}
 }
@@ -180,10 +200,12 @@ macro_rules! tasks {
                     $(TaskConfig::$variant(_) => $name,)*
                 }
             }
-            fn settings(&self) -> &dyn TaskSettings {
-                match self {
-                    $(TaskConfig::$variant(c) => c,)*
-                }
+            /// Builds the task for images of `size × size`, validating its parameters against
+            /// that size.
+            fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
+                Ok(match self {
+                    $(TaskConfig::$variant(c) => Arc::new(c.build(size)?),)*
+                })
             }
             fn settings_mut(&mut self) -> &mut dyn TaskSettings {
                 match self {
@@ -214,5 +236,5 @@ impl TaskConfig {
 
 /// Builds the task for images of `size × size`, validating its parameters against that size.
 pub fn build(config: &TaskConfig, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-    config.settings().build(size)
+    config.build(size)
 }

@@ -21,16 +21,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::draw::{self, Canvas};
+use super::training::Classification;
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec,
 };
 use crate::rng::Rng;
-use std::sync::Arc;
-
-use super::baseline::Baseline;
-use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
-use super::{TaskSettings, feed, heads};
-use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
+use crate::train::InputLayout;
 
 const TASK: &str = "relpatch";
 
@@ -327,37 +324,21 @@ impl PretextTask for RelPatch {
     }
 }
 
-impl TaskSettings for RelPatchConfig {
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-        Ok(Arc::new(RelPatchConfig::build(self, size)?))
-    }
-}
+impl TaskSettings for RelPatchConfig {}
 
 /// Training: both patches go through the shared encoder, their pooled features are concatenated
 /// and an MLP classifies the neighbour's position (8-way cross-entropy).
-impl TrainingContract for RelPatch {
-    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
-        Ok(Training {
-            input: InputLayout::Tiles { count: 2 },
-            in_channels: 3,
-            head: heads::mlp(8),
-            loss: Loss::CrossEntropy,
-        })
+impl Classification for RelPatch {
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::Tiles { count: 2 }
     }
 
-    fn fill(
-        &self,
-        sample: &PretextSample,
-        slot: Slot,
-        norm: &PixelNorm,
-        dst: &mut dyn BatchInputs,
-    ) -> Result<(), TrainError> {
-        let plane = self.patch * self.patch;
-        feed::classify(&sample.inputs, &sample.targets, slot, plane, norm, dst)
+    fn classes(&self) -> usize {
+        8
     }
 
-    fn baseline(&self, batch: usize) -> Baseline {
-        Baseline::chance(8, batch)
+    fn plane(&self) -> usize {
+        self.patch * self.patch
     }
 }
 

@@ -15,16 +15,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::draw::{self, Canvas};
+use super::training::Classification;
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec,
 };
 use crate::rng::Rng;
-use std::sync::Arc;
-
-use super::baseline::Baseline;
-use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
-use super::{TaskSettings, feed, heads};
-use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
+use crate::train::InputLayout;
 
 const TASK: &str = "rotation";
 
@@ -225,41 +222,25 @@ impl PretextTask for Rotation {
     }
 }
 
-impl TaskSettings for RotationConfig {
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-        Ok(Arc::new(RotationConfig::build(self, size)?))
-    }
-}
+impl TaskSettings for RotationConfig {}
 
 /// Training: 4-way classification of the turn by an MLP on the pooled feature map; with
 /// `all_four` the four turns of an image are four views of one sample.
-impl TrainingContract for Rotation {
-    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
-        Ok(Training {
-            input: if self.all_four {
-                InputLayout::Views { count: 4 }
-            } else {
-                InputLayout::Images
-            },
-            in_channels: 3,
-            head: heads::mlp(4),
-            loss: Loss::CrossEntropy,
-        })
+impl Classification for Rotation {
+    fn input_layout(&self) -> InputLayout {
+        if self.all_four {
+            InputLayout::Views { count: 4 }
+        } else {
+            InputLayout::Images
+        }
     }
 
-    fn fill(
-        &self,
-        sample: &PretextSample,
-        slot: Slot,
-        norm: &PixelNorm,
-        dst: &mut dyn BatchInputs,
-    ) -> Result<(), TrainError> {
-        let plane = self.size * self.size;
-        feed::classify(&sample.inputs, &sample.targets, slot, plane, norm, dst)
+    fn classes(&self) -> usize {
+        4
     }
 
-    fn baseline(&self, batch: usize) -> Baseline {
-        Baseline::chance(4, batch)
+    fn plane(&self) -> usize {
+        self.size * self.size
     }
 }
 

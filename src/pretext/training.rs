@@ -16,7 +16,7 @@
 //! or a silently shifted batch.
 
 use super::baseline::Baseline;
-use super::{PretextSample, PretextTask};
+use super::{PretextSample, PretextTask, feed, heads};
 use crate::model::{EncoderSpec, GraphBuilder, ModelError};
 use crate::train::{
     BatchInputs, HeadLayer, InputLayout, Loss, Optimizer, Tap, TrainError, TrainSpec,
@@ -58,6 +58,21 @@ pub struct Training {
     pub loss: Loss,
 }
 
+impl Training {
+    /// The image back from itself (`[3, S, S]`, normalised like the input): the dense decoder
+    /// ([`heads::decoder`]) on a 3-channel encoder at `size` px, masked L2 with a per-pixel mask.
+    pub fn image_reconstruction(encoder: &EncoderSpec, size: usize) -> Result<Self, String> {
+        Ok(Training {
+            input: InputLayout::Images,
+            in_channels: 3,
+            head: heads::decoder(encoder, 3, size as u32, 3, size)?,
+            loss: Loss::MaskedL2 {
+                mask_shape: Some(vec![1, size, size]),
+            },
+        })
+    }
+}
+
 /// The training side of a pretext task (see the module documentation).
 pub trait TrainingContract {
     /// The input layout, encoder input channels, head and loss for `net`.
@@ -86,6 +101,48 @@ pub trait TrainingContract {
     /// normalised RGB input as it is.
     fn export_prelude(&self) -> Option<&dyn ExportPrelude> {
         None
+    }
+}
+
+/// A task that classifies its 3-channel input into one of `classes` (rotation, jigsaw, relative
+/// patch location): its whole [`TrainingContract`] follows. An MLP on the pooled feature map
+/// ([`heads::mlp`]), cross-entropy; `images` ← input 0, `labels` ← target 0; chance-level baseline.
+pub trait Classification {
+    fn input_layout(&self) -> InputLayout;
+    fn classes(&self) -> usize;
+    /// Values per channel plane of input 0 (to normalise 8-bit pixels).
+    fn plane(&self) -> usize;
+}
+
+impl<T: Classification> TrainingContract for T {
+    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
+        Ok(Training {
+            input: self.input_layout(),
+            in_channels: 3,
+            head: heads::mlp(self.classes()),
+            loss: Loss::CrossEntropy,
+        })
+    }
+
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        slot: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        feed::classify(
+            &sample.inputs,
+            &sample.targets,
+            slot,
+            self.plane(),
+            norm,
+            dst,
+        )
+    }
+
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::chance(self.classes(), batch)
     }
 }
 

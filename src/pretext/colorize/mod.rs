@@ -56,7 +56,6 @@ mod bins;
 mod rebalance;
 mod training;
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -141,10 +140,6 @@ impl Default for ColorizeConfig {
 }
 
 impl TaskSettings for ColorizeConfig {
-    fn build(&self, size: usize) -> Result<Arc<dyn PretextTask>, PretextError> {
-        Ok(Arc::new(ColorizeConfig::build(self, size)?))
-    }
-
     fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
         self.rebalance_prior = self.rebalance_prior.as_deref().map(resolve);
     }
@@ -326,7 +321,7 @@ impl PretextTask for Colorize {
 
     fn make(&self, image: RgbView<'_>, _rng: &mut Rng) -> PretextSample {
         let s = self.size;
-        let pixels = conform(image, s);
+        let pixels = image.conformed(s);
         let mut l = vec![0.0f32; s * s];
         let mut ab = vec![0.0f32; 2 * s * s];
         lab::rgb8_to_lab_into(&pixels, &mut l, &mut ab);
@@ -427,22 +422,6 @@ impl Colorize {
                 .chain(sig.targets.iter().zip(&sample.targets))
                 .all(|(spec, data)| spec.dtype == data.dtype() && spec.len() == data.len())
     }
-}
-
-/// The image as `size×size×3` bytes. A valid input is borrowed as is; anything else (which the
-/// trait rules out, but must not crash a worker) is copied onto a black canvas, top-left aligned.
-fn conform(image: RgbView<'_>, size: usize) -> Cow<'_, [u8]> {
-    let n = size * size * 3;
-    if image.width == size && image.height == size && image.pixels.len() >= n {
-        return Cow::Borrowed(&image.pixels[..n]);
-    }
-    let mut out = vec![0u8; n];
-    for y in 0..image.height.min(size) {
-        let start = (y * image.width * 3).min(image.pixels.len());
-        let end = (start + image.width.min(size) * 3).min(image.pixels.len());
-        out[y * size * 3..][..end - start].copy_from_slice(&image.pixels[start..end]);
-    }
-    Cow::Owned(out)
 }
 
 /// Bilinear upsampling of an `m×m` plane to `s×s` (pixel centres aligned, edges clamped).
