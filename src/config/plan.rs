@@ -478,9 +478,7 @@ fn check_pretext(
     resolve: &dyn Fn(&Path) -> PathBuf,
     problems: &mut Problems,
 ) -> TaskConfig {
-    if let TaskConfig::Jigsaw(j) = &mut task {
-        j.permutation_file = j.permutation_file.as_deref().map(resolve);
-    }
+    task.resolve_paths(resolve);
     if let Err(e) = crate::pretext::build(&task, size as usize) {
         problems.add("pretext", e.to_string());
     }

@@ -32,14 +32,8 @@ pub fn run(
     let out_dir = plan.output.dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| crate::sink::io_err(&out_dir, e))?;
     crate::sink::remove_previous_outputs(&out_dir)?;
-    if let crate::pretext::TaskConfig::Jigsaw(jigsaw) = task_config {
-        // The labels are indices into this set: a trainer elsewhere needs it to decode them.
-        let built = jigsaw.build(plan.decode.size as usize)?;
-        built
-            .permutations()
-            .save(&out_dir.join("permutations.json"))
-            .map_err(|e| PipelineError::stage("export", None, e.to_string()))?;
-    }
+    // What a trainer elsewhere needs to read the rows (jigsaw: the permutation set its labels index).
+    task.write_dataset_files(&out_dir)?;
     let spec = TensorSinkSpec {
         dir: out_dir.clone(),
         task: task.name().to_string(),

@@ -24,11 +24,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::draw::{self, Canvas};
+use super::training::{
+    DrawPredictions, NetworkContext, PixelNorm, Slot, Training, TrainingContract,
+};
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec, feed,
 };
 use crate::rng::Rng;
+use crate::train::loss::{MASK_INPUT, TARGETS_INPUT};
+use crate::train::{BatchInputs, TrainError};
 
 const TASK: &str = "inpaint";
 
@@ -383,6 +390,81 @@ impl PretextTask for Inpaint {
             }
         }
         c.into_parts()
+    }
+}
+
+impl TaskSettings for InpaintConfig {}
+
+/// Training: the dense decoder predicts the image (`[3, S, S]`, normalised like the input) and
+/// masked L2 weighs the hole (and its overlap) with the task's `weight` target.
+impl TrainingContract for Inpaint {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+        Training::image_reconstruction(net.encoder, self.size)
+    }
+
+    /// `images` ← pixels; `targets` ← pixels of target 0 (U8, normalised); `mask` ← target 1.
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        at: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        let plane = self.size * self.size;
+        feed::images(&sample.inputs, at, plane, norm, dst)?;
+        let px = feed::u8s(&sample.targets, 0, "target")?;
+        let d = feed::slot(
+            dst.input_f32_mut(TARGETS_INPUT)?,
+            at,
+            px.len(),
+            TARGETS_INPUT,
+        )?;
+        feed::normalise_into(d, px, plane, norm);
+        let w = feed::f32s(&sample.targets, 1, "target")?;
+        feed::slot(dst.input_f32_mut(MASK_INPUT)?, at, w.len(), MASK_INPUT)?.copy_from_slice(w);
+        Ok(())
+    }
+
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::channel_means(3, batch)
+    }
+
+    fn predictions(&self) -> Option<&dyn DrawPredictions> {
+        Some(self)
+    }
+}
+
+/// The holed input, and the input with the prediction where the loss looks.
+impl DrawPredictions for Inpaint {
+    fn panels(
+        &self,
+        sample: &PretextSample,
+        pred: &[f32],
+        at: Slot,
+        batch: &mut dyn BatchInputs,
+        norm: &PixelNorm,
+    ) -> Result<(Vec<u8>, Vec<u8>), TrainError> {
+        let s = self.size;
+        let plane = s * s;
+        let Some(TensorData::U8(chw)) = sample.inputs.first() else {
+            return Ok((vec![0; 3 * plane], vec![0; 3 * plane]));
+        };
+        let mask = &batch.input_f32_mut(MASK_INPUT)?[at.index * plane..(at.index + 1) * plane];
+        let mut seen = vec![0u8; 3 * plane];
+        let mut filled = vec![0u8; 3 * plane];
+        for j in 0..plane {
+            for c in 0..3 {
+                let v = chw[c * plane + j];
+                seen[j * 3 + c] = v;
+                filled[j * 3 + c] = if mask[j] > 0.0 {
+                    let x = (pred[c * plane + j] * norm.std[c] + norm.mean[c]) * 255.0;
+                    x.round().clamp(0.0, 255.0) as u8
+                } else {
+                    v
+                };
+            }
+        }
+        Ok((seen, filled))
     }
 }
 

@@ -36,10 +36,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::draw::{self, Canvas};
+use super::training::Classification;
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec,
 };
 use crate::rng::Rng;
+use crate::train::InputLayout;
 
 const TASK: &str = "jigsaw";
 
@@ -629,6 +632,12 @@ impl PretextTask for Jigsaw {
         TASK
     }
 
+    /// `permutations.json`: the labels are indices into this set, a trainer elsewhere needs it
+    /// to decode them.
+    fn write_dataset_files(&self, dir: &Path) -> Result<(), PretextError> {
+        self.perms.save(&dir.join("permutations.json"))
+    }
+
     fn signature(&self) -> Signature {
         let (n, t) = (self.grid * self.grid, self.tile);
         Signature {
@@ -716,6 +725,30 @@ impl PretextTask for Jigsaw {
             );
         }
         c.into_parts()
+    }
+}
+
+impl TaskSettings for JigsawConfig {
+    fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+        self.permutation_file = self.permutation_file.as_deref().map(resolve);
+    }
+}
+
+/// Training: the tiles go through the shared encoder, their pooled features are concatenated and
+/// an MLP classifies the permutation (P-way cross-entropy).
+impl Classification for Jigsaw {
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::Tiles {
+            count: self.grid * self.grid,
+        }
+    }
+
+    fn classes(&self) -> usize {
+        self.perms.len()
+    }
+
+    fn plane(&self) -> usize {
+        self.tile * self.tile
     }
 }
 

@@ -19,8 +19,18 @@
 //! Layouts: single pixels are `[f32; 3]`; images are HWC `u8` in and planar (CHW) `f32` out:
 //! `L` is one `n`-long plane, `ab` is the `a` plane followed by the `b` plane (`2n` values).
 //!
-//! Also here: [`exp`], an IEEE-only exponential for the pretext tasks' Gaussian weights and
+//! Also here: [`L_HALF`], the one constant that scales colorization's network input, and
+//! [`prelude`], the ONNX nodes that compute that input from RGB in an exported encoder; [`exp`],
+//! an IEEE-only exponential for the pretext tasks' Gaussian weights and
 //! log-uniform draws, so those tensors are bit-identical across machines too (like `rng::ln`).
+
+pub mod prelude;
+
+/// Colorization's network sees L ∈ [0, 100] as `(L − L_HALF) / L_HALF` ∈ [−1, 1] (the paper's
+/// zero-centred input, scaled): the task's samples carry `L − L_HALF`, its batch feed divides by
+/// `L_HALF`, and the exported encoder's [`prelude`] computes the same from RGB. It is the middle of
+/// L's range and that range's half-width.
+pub const L_HALF: f32 = 50.0;
 
 // --- Constants, with their sources ---------------------------------------------------------------
 

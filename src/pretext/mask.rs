@@ -20,12 +20,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::draw::{self, Canvas};
 use super::inpaint::FILL;
+use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec, feed,
 };
 use crate::rng::Rng;
+use crate::train::loss::{MASK_INPUT, TARGETS_INPUT};
+use crate::train::{BatchInputs, TrainError};
 
 const TASK: &str = "mask";
 
@@ -247,9 +252,73 @@ impl PretextTask for Mask {
     }
 }
 
+impl TaskSettings for MaskConfig {}
+
+/// Training: the dense decoder predicts the whole image (`[3, S, S]`) from the masked one; the
+/// per-patch targets are laid back onto the image grid so one decoder serves inpainting and
+/// masked patches alike, and masked L2 counts the masked patches only.
+impl TrainingContract for Mask {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+        Training::image_reconstruction(net.encoder, self.size)
+    }
+
+    /// `images` ← pixels; `targets` ← per-patch normalised pixels (`[G², p²·3]` in (row, column,
+    /// channel) order) laid out as `[3, S, S]`; `mask` ← patch weight spread over its pixels.
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        at: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        let (s, p) = (self.size, self.patch);
+        feed::images(&sample.inputs, at, s * s, norm, dst)?;
+        let targets = &sample.targets;
+        let g = s / p;
+        let patches = feed::f32s(targets, 0, "target")?;
+        let weight = feed::f32s(targets, 1, "target")?;
+        let d = feed::slot(
+            dst.input_f32_mut(TARGETS_INPUT)?,
+            at,
+            3 * s * s,
+            TARGETS_INPUT,
+        )?;
+        if patches.len() != g * g * p * p * 3 || weight.len() != g * g {
+            return Err(TrainError::Spec(format!(
+                "mask targets have {} patch values and {} weights, expected {} and {}",
+                patches.len(),
+                weight.len(),
+                g * g * p * p * 3,
+                g * g
+            )));
+        }
+        for (k, patch_values) in patches.chunks_exact(p * p * 3).enumerate() {
+            let (y0, x0) = ((k / g) * p, (k % g) * p);
+            for (j, &v) in patch_values.iter().enumerate() {
+                let (yy, xx, c) = (j / (p * 3), (j / 3) % p, j % 3);
+                d[c * s * s + (y0 + yy) * s + x0 + xx] = v;
+            }
+        }
+        let m = feed::slot(dst.input_f32_mut(MASK_INPUT)?, at, s * s, MASK_INPUT)?;
+        for (k, &w) in weight.iter().enumerate() {
+            let (y0, x0) = ((k / g) * p, (k % g) * p);
+            for yy in 0..p {
+                m[(y0 + yy) * s + x0..(y0 + yy) * s + x0 + p].fill(w);
+            }
+        }
+        Ok(())
+    }
+
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::channel_means(3, batch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pretext::feed::IMAGES;
+    use crate::pretext::feed::host::{Host, zeros};
     use crate::pretext::test_support::{check_signature_and_preview, noise_image, view};
 
     #[test]
@@ -408,5 +477,73 @@ mod tests {
             MaskConfig::default()
         );
         assert!(toml::from_str::<MaskConfig>("mask_ratio = 0.6").is_err());
+    }
+
+    #[test]
+    fn mae_patches_are_laid_back_onto_the_image_grid_with_their_weights() {
+        let (s, p) = (4, 2);
+        let task = MaskConfig {
+            patch: p,
+            ..Default::default()
+        }
+        .build(s)
+        .unwrap();
+        let mut host = Host(vec![
+            (IMAGES, zeros(&[2, 3, s, s])),
+            (TARGETS_INPUT, zeros(&[2, 3, s, s])),
+            (MASK_INPUT, zeros(&[2, 1, s, s])),
+        ]);
+        // Patch k, value j of (row, column, channel) order: 100k + j.
+        let patches: Vec<f32> = (0..4)
+            .flat_map(|k| (0..12).map(move |j| (100 * k + j) as f32))
+            .collect();
+        let sample = PretextSample {
+            inputs: vec![
+                TensorData::U8(vec![0; 3 * s * s]),
+                TensorData::U8(vec![0; 4]),
+            ],
+            targets: vec![
+                TensorData::F32(patches),
+                TensorData::F32(vec![1.0, 0.0, 0.0, 1.0]),
+            ],
+        };
+        let norm = PixelNorm {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let slot = Slot { index: 1, batch: 2 };
+        task.fill(&sample, slot, &norm, &mut host).unwrap();
+        let t = host.input_f32_mut(TARGETS_INPUT).unwrap()[3 * s * s..].to_vec();
+        // Pixel (y=3, x=2) is in patch 3 (bottom right) at (yy=1, xx=0); channel 2: j = 1·6 + 0·3 + 2.
+        assert_eq!(t[2 * s * s + 3 * s + 2], 308.0);
+        // Pixel (y=0, x=1), patch 0, (0, 1), channel 0: j = 3.
+        assert_eq!(t[1], 3.0);
+        let m = host.input_f32_mut(MASK_INPUT).unwrap()[s * s..].to_vec();
+        assert_eq!(
+            m,
+            [
+                1., 1., 0., 0., 1., 1., 0., 0., 0., 0., 1., 1., 0., 0., 1., 1.
+            ]
+        );
+        assert!(
+            host.input_f32_mut(MASK_INPUT).unwrap()[..s * s]
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+
+        // The masked-L2 baseline: predicting each channel's weighted mean.
+        let mut b = task.baseline(2);
+        b.add(2, &mut host).unwrap();
+        let (mut num, mut den) = (0.0, 0.0);
+        for c in 0..3 {
+            let vals: Vec<f64> = (0..s * s)
+                .filter(|&j| m[j] > 0.0)
+                .map(|j| f64::from(t[c * s * s + j]))
+                .collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            num += vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
+            den += vals.len() as f64;
+        }
+        assert!((b.loss().unwrap() - num / den).abs() < 1e-9);
     }
 }

@@ -21,10 +21,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::draw::{self, Canvas};
+use super::training::Classification;
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec,
 };
 use crate::rng::Rng;
+use crate::train::InputLayout;
 
 const TASK: &str = "relpatch";
 
@@ -318,6 +321,24 @@ impl PretextTask for RelPatch {
             c.digits(x0, panel_h + 3 * gap, &k.to_string(), scale, draw::WHITE);
         }
         c.into_parts()
+    }
+}
+
+impl TaskSettings for RelPatchConfig {}
+
+/// Training: both patches go through the shared encoder, their pooled features are concatenated
+/// and an MLP classifies the neighbour's position (8-way cross-entropy).
+impl Classification for RelPatch {
+    fn input_layout(&self) -> InputLayout {
+        InputLayout::Tiles { count: 2 }
+    }
+
+    fn classes(&self) -> usize {
+        8
+    }
+
+    fn plane(&self) -> usize {
+        self.patch * self.patch
     }
 }
 

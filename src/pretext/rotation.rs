@@ -15,10 +15,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::draw::{self, Canvas};
+use super::training::Classification;
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec,
 };
 use crate::rng::Rng;
+use crate::train::InputLayout;
 
 const TASK: &str = "rotation";
 
@@ -216,6 +219,28 @@ impl PretextTask for Rotation {
             );
         }
         c.into_parts()
+    }
+}
+
+impl TaskSettings for RotationConfig {}
+
+/// Training: 4-way classification of the turn by an MLP on the pooled feature map; with
+/// `all_four` the four turns of an image are four views of one sample.
+impl Classification for Rotation {
+    fn input_layout(&self) -> InputLayout {
+        if self.all_four {
+            InputLayout::Views { count: 4 }
+        } else {
+            InputLayout::Images
+        }
+    }
+
+    fn classes(&self) -> usize {
+        4
+    }
+
+    fn plane(&self) -> usize {
+        self.size * self.size
     }
 }
 

@@ -27,15 +27,17 @@
 //!   the same Rng state gives bit-identical views on every machine.
 //! - Config values are validated by [`ViewsConfig::build`]; `make` never panics.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::lab;
+use super::training::{NetworkContext, PixelNorm, Slot, Training, TrainingContract};
 use super::{
-    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TensorData, TensorSpec,
+    DType, PretextError, PretextSample, PretextTask, RgbView, Signature, TaskSettings, TensorData,
+    TensorSpec, feed, heads,
 };
 use crate::rng::{self, Rng};
+use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
 
 const TASK: &str = "views";
 
@@ -253,7 +255,7 @@ impl PretextTask for Views {
     }
 
     fn make(&self, image: RgbView<'_>, rng: &mut Rng) -> PretextSample {
-        let pixels = conform(image, self.size);
+        let pixels = image.conformed(self.size);
         let per_view = 3 * self.out * self.out;
         let mut views = vec![0u8; 2 * per_view];
         let (first, second) = views.split_at_mut(per_view);
@@ -297,7 +299,7 @@ impl PretextTask for Views {
         let width = s + 2 * (o + GAP);
         let height = s.max(o);
         let mut canvas = vec![255u8; width * height * 3];
-        let original = conform(image, s);
+        let original = image.conformed(s);
         for y in 0..s {
             canvas[y * width * 3..][..s * 3].copy_from_slice(&original[y * s * 3..][..s * 3]);
         }
@@ -682,20 +684,37 @@ fn gaussian_blur(planes: &mut [f32], o: usize, k: usize, sigma: f64, tmp: &mut V
 
 // --- Helpers -------------------------------------------------------------------------------------
 
-/// The image as `size×size×3` bytes. A valid input is borrowed as is; anything else (which the
-/// trait rules out, but must not crash a worker) is copied onto a black canvas, top-left aligned.
-fn conform(image: RgbView<'_>, size: usize) -> Cow<'_, [u8]> {
-    let n = size * size * 3;
-    if image.width == size && image.height == size && image.pixels.len() >= n {
-        return Cow::Borrowed(&image.pixels[..n]);
+impl TaskSettings for ViewsConfig {}
+
+/// Training (SimCLR): both views go through the encoder, a projection MLP maps the pooled features
+/// to [`heads::PROJECTION`] dimensions, and NT-Xent pulls the two views of an image together
+/// against the other `2B − 2` views of the batch. No targets are fed.
+impl TrainingContract for Views {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+        Ok(Training {
+            input: InputLayout::Views { count: 2 },
+            in_channels: 3,
+            head: heads::mlp(heads::PROJECTION),
+            loss: Loss::NtXent {
+                temperature: net.temperature,
+            },
+        })
     }
-    let mut out = vec![0u8; n];
-    for y in 0..image.height.min(size) {
-        let start = (y * image.width * 3).min(image.pixels.len());
-        let end = (start + image.width.min(size) * 3).min(image.pixels.len());
-        out[y * size * 3..][..end - start].copy_from_slice(&image.pixels[start..end]);
+
+    fn fill(
+        &self,
+        sample: &PretextSample,
+        slot: Slot,
+        norm: &PixelNorm,
+        dst: &mut dyn BatchInputs,
+    ) -> Result<(), TrainError> {
+        feed::images(&sample.inputs, slot, self.out * self.out, norm, dst)
     }
-    Cow::Owned(out)
+
+    /// Chance of picking the other view among the `2B − 1` other rows.
+    fn baseline(&self, batch: usize) -> Baseline {
+        Baseline::chance(2 * batch - 1, batch)
+    }
 }
 
 #[cfg(test)]

@@ -3,28 +3,30 @@
 //! input `images` `[N, 3, S, S]` (RGB normalised with the pipeline's mean/std), output
 //! `embedding` `[N, D]`.
 //!
-//! Two tasks need more than the encoder's own graph:
+//! Two things need more than the encoder's own graph:
 //! - every task trains the last feature map, not the `embed` projection, so with `features =
 //!   "last"` the projection is set to the identity (validation requires `embedding_dim` = the
 //!   map's channels): the embedding is the feature map's global average (`"stages"` has no
 //!   projection);
-//! - colorization trains on the lightness channel alone, so the export starts with a prelude that
-//!   turns the normalised RGB input into L (CIE Lab, D65) scaled as in training, `(L − 50) / 50`.
+//! - a task that trains the encoder on something other than normalised RGB (colorization: the
+//!   lightness alone) gives an [`ExportPrelude`]; the export starts with it.
 
-use crate::config::Normalization;
 use crate::model::encoder::{EMBEDDING_OUTPUT, IMAGES_INPUT};
 use crate::model::graph::Dim;
 use crate::model::onnx::tensor_proto::DataType;
 use crate::model::{BuiltinEncoder, Features, GraphBuilder, ModelError, ParamSet};
+use crate::pretext::PretextTask;
+use crate::pretext::training::{ExportPrelude, PixelNorm};
 use crate::train::{Network, Tap, TrainError};
 
-/// The exported encoder of `network` with `params` for `size × size` images (see the module
-/// documentation). The encoder is fully convolutional up to its global pooling, so weights
+/// The exported encoder of `network` with `params`, trained on `task`, for `size × size` images
+/// (see the module documentation). The encoder is fully convolutional up to its global pooling, so weights
 /// trained on tiles, patches or views of another size serve whole images of the working size.
 pub fn encoder_onnx(
     network: &Network,
     params: &ParamSet,
-    norm: &Normalization,
+    task: &dyn PretextTask,
+    norm: &PixelNorm,
     size: u32,
 ) -> Result<Vec<u8>, TrainError> {
     let encoder = BuiltinEncoder::new(network.spec().encoder.clone(), size)?;
@@ -33,8 +35,8 @@ pub fn encoder_onnx(
     if network.spec().tap == Tap::FeatureMap && encoder.spec().features == Features::Last {
         identity_projection(&mut enc, &encoder)?;
     }
-    if encoder.spec().in_channels == 1 {
-        return Ok(lightness_encoder(&encoder, &enc, norm)?);
+    if let Some(prelude) = task.export_prelude() {
+        return Ok(prelude_encoder(&encoder, &enc, prelude, norm)?);
     }
     Ok(encoder.to_onnx(&enc)?)
 }
@@ -62,18 +64,18 @@ fn identity_projection(params: &mut ParamSet, encoder: &BuiltinEncoder) -> Resul
     Ok(())
 }
 
-/// The 1-channel encoder behind an RGB → L prelude.
-fn lightness_encoder(
+/// The encoder behind the task's `prelude`, with the usual interface.
+fn prelude_encoder(
     encoder: &BuiltinEncoder,
     params: &ParamSet,
-    norm: &Normalization,
+    prelude: &dyn ExportPrelude,
+    norm: &PixelNorm,
 ) -> Result<Vec<u8>, ModelError> {
     let s = encoder.input_size() as usize;
     let mut g = GraphBuilder::new("sslpipe_encoder");
     g.doc_string(format!(
-        "sslpipe built-in encoder pretrained by colorization: RGB input (normalised with mean {:?}, std {:?}) is converted to CIE L, (L - 50) / 50, for the {}-channel encoder; output the {}-d embedding",
-        norm.mean,
-        norm.std,
+        "sslpipe built-in encoder {}, for the {}-channel encoder; output the {}-d embedding",
+        prelude.describe(norm),
         encoder.spec().in_channels,
         encoder.embedding_dim()
     ));
@@ -87,50 +89,8 @@ fn lightness_encoder(
             })?;
         g.initializer_f32(&p.name, &p.shape, &p.data)?;
     }
-    // x = images·std + mean (sRGB in [0, 1]); linearise; Y = 0.2126 R + 0.7152 G + 0.0722 B
-    // (a 1×1 convolution); L = 116·f(Y) − 16 with the CIE f (cube root above (6/29)³).
-    let std = g.constant_f32("prelude.std", &[1, 3, 1, 1], &norm.std)?;
-    let mean = g.constant_f32("prelude.mean", &[1, 3, 1, 1], &norm.mean)?;
-    let x = g.node("Mul", &[&images, &std], "prelude.scaled", vec![])?;
-    let x = g.node("Add", &[&x, &mean], "prelude.srgb", vec![])?;
-    let zero = g.constant_f32("prelude.zero", &[], &[0.0])?;
-    let one = g.constant_f32("prelude.one", &[], &[1.0])?;
-    let x = g.node("Clip", &[&x, &zero, &one], "prelude.clipped", vec![])?;
-    let knee = g.constant_f32("prelude.knee", &[], &[0.04045])?;
-    let low = g.constant_f32("prelude.low_scale", &[], &[1.0 / 12.92])?;
-    let a = g.constant_f32("prelude.a", &[], &[0.055])?;
-    let div = g.constant_f32("prelude.div", &[], &[1.0 / 1.055])?;
-    let gamma = g.constant_f32("prelude.gamma", &[], &[2.4])?;
-    let is_high = g.node("Greater", &[&x, &knee], "prelude.is_high", vec![])?;
-    let lin_low = g.node("Mul", &[&x, &low], "prelude.lin_low", vec![])?;
-    let t = g.node("Add", &[&x, &a], "prelude.t", vec![])?;
-    let t = g.node("Mul", &[&t, &div], "prelude.t_scaled", vec![])?;
-    let lin_high = g.node("Pow", &[&t, &gamma], "prelude.lin_high", vec![])?;
-    let lin = g.node(
-        "Where",
-        &[&is_high, &lin_high, &lin_low],
-        "prelude.linear",
-        vec![],
-    )?;
-    let w = g.constant_f32("prelude.luma", &[1, 3, 1, 1], &[0.2126, 0.7152, 0.0722])?;
-    let y = g.node("Conv", &[&lin, &w], "prelude.y", vec![])?;
-    let eps = g.constant_f32("prelude.eps", &[], &[216.0 / 24389.0])?;
-    let third = g.constant_f32("prelude.third", &[], &[1.0 / 3.0])?;
-    let kappa = g.constant_f32("prelude.kappa", &[], &[24389.0 / 27.0 / 116.0])?;
-    let offset = g.constant_f32("prelude.offset", &[], &[16.0 / 116.0])?;
-    let small = g.constant_f32("prelude.small", &[], &[1e-12])?;
-    let y_safe = g.node("Max", &[&y, &small], "prelude.y_safe", vec![])?;
-    let cube = g.node("Pow", &[&y_safe, &third], "prelude.cbrt", vec![])?;
-    let lin_f = g.node("Mul", &[&y, &kappa], "prelude.f_low", vec![])?;
-    let lin_f = g.node("Add", &[&lin_f, &offset], "prelude.f_low_shifted", vec![])?;
-    let above = g.node("Greater", &[&y, &eps], "prelude.above", vec![])?;
-    let f = g.node("Where", &[&above, &cube, &lin_f], "prelude.f", vec![])?;
-    // (116 f − 16 − 50) / 50
-    let k116 = g.constant_f32("prelude.k116", &[], &[116.0 / 50.0])?;
-    let k66 = g.constant_f32("prelude.k66", &[], &[66.0 / 50.0])?;
-    let l = g.node("Mul", &[&f, &k116], "prelude.l_scaled", vec![])?;
-    let l = g.node("Sub", &[&l, &k66], "prelude.l", vec![])?;
-    let out = encoder.emit_forward(&mut g, &l)?;
+    let input = prelude.emit(&mut g, &images, norm)?;
+    let out = encoder.emit_forward(&mut g, &input)?;
     g.node_with_outputs("Identity", &[&out], &[EMBEDDING_OUTPUT], vec![])?;
     g.output(
         EMBEDDING_OUTPUT,
@@ -144,8 +104,14 @@ fn lightness_encoder(
 mod tests {
     use super::*;
     use crate::model::EncoderSpec;
+    use crate::pretext::RgbView;
+    use crate::pretext::colorize::ColorizeConfig;
+    use crate::pretext::feed::host::{Host, zeros};
+    use crate::pretext::training::{Slot, TrainingContract};
     use crate::rng::Rng;
     use crate::runtime::{SessionSettings, environment, session_from_bytes};
+    use crate::train::BatchInputs;
+    use crate::train::loss::TARGETS_INPUT;
     use ort::value::Tensor;
 
     fn embed(onnx: &[u8], input: Vec<f32>, shape: [usize; 4]) -> Vec<f32> {
@@ -160,8 +126,8 @@ mod tests {
             .to_vec()
     }
 
-    /// The exported colorization encoder on RGB equals the trained 1-channel encoder on the L
-    /// channel the colorize task computes (`(L − 50) / 50`).
+    /// The exported colorization encoder on RGB equals the trained 1-channel encoder on what the
+    /// colorize task's batch feed gives it for the same image.
     #[test]
     fn the_lightness_prelude_feeds_the_encoder_what_training_fed_it() {
         let s = 16;
@@ -174,7 +140,7 @@ mod tests {
         };
         let encoder = BuiltinEncoder::new(spec, s as u32).unwrap();
         let params = encoder.init_params(5);
-        let norm = Normalization {
+        let norm = PixelNorm {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
         };
@@ -182,14 +148,27 @@ mod tests {
         let rgb: Vec<u8> = (0..s * s * 3).map(|_| rng.index(256) as u8).collect();
         let mut chw = vec![0f32; 3 * s * s];
         crate::decode::rgb_to_chw(&rgb, s, s, norm.mean, norm.std, &mut chw);
-        let mut l = vec![0f32; s * s];
-        let mut ab = vec![0f32; 2 * s * s];
-        crate::pretext::lab::rgb8_to_lab_into(&rgb, &mut l, &mut ab);
-        let l: Vec<f32> = l.iter().map(|v| (v - 50.0) / 50.0).collect();
 
-        let exported = lightness_encoder(&encoder, &params, &norm).unwrap();
+        // What training fed the encoder: the task's sample, through the task's feed.
+        let task = ColorizeConfig::default().build(s).unwrap();
+        let view = RgbView {
+            width: s,
+            height: s,
+            pixels: &rgb,
+        };
+        let sample = task.make(view, &mut Rng::new(0));
+        let mut host = Host(vec![
+            (IMAGES_INPUT, zeros(&[1, 1, s, s])),
+            (TARGETS_INPUT, zeros(&[1, task.bins().len(), s / 4, s / 4])),
+        ]);
+        let slot = Slot { index: 0, batch: 1 };
+        task.fill(&sample, slot, &norm, &mut host).unwrap();
+        let fed = host.input_f32_mut(IMAGES_INPUT).unwrap().to_vec();
+
+        let prelude = task.export_prelude().expect("colorize has a prelude");
+        let exported = prelude_encoder(&encoder, &params, prelude, &norm).unwrap();
         let via_prelude = embed(&exported, chw, [1, 3, s, s]);
-        let direct = embed(&encoder.to_onnx(&params).unwrap(), l, [1, 1, s, s]);
+        let direct = embed(&encoder.to_onnx(&params).unwrap(), fed, [1, 1, s, s]);
         let diff = via_prelude
             .iter()
             .zip(&direct)

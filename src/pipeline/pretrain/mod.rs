@@ -23,10 +23,7 @@
 //!   looping.
 
 mod export;
-mod feed;
-mod heads;
 mod log;
-mod predictions;
 mod schedule;
 
 use std::collections::HashSet;
@@ -38,7 +35,6 @@ use async_channel::Receiver;
 use serde::Serialize;
 
 pub use export::encoder_onnx;
-pub use heads::train_spec;
 
 use super::engine::{self, Passes};
 use super::reorder::Reorder;
@@ -48,12 +44,13 @@ use super::workers::PretextPrepare;
 use super::{PipelineError, RunOptions};
 use crate::config::{ModelSpec, OnError, Pipeline, PretrainSpec};
 use crate::decode::Decoder;
+use crate::pretext::baseline::Baseline;
+use crate::pretext::training::{PixelNorm, Slot};
 use crate::pretext::{PretextSample, PretextTask, RgbView};
 use crate::rng::Rng;
 use crate::sink::{ErrorRecord, ErrorsFile};
 use crate::source::{Emit, Holdout, Order, StopFlag, Subset};
-use crate::train::{Checkpoint, Evaluator, Loss, Network, TrainError, Trainer};
-use feed::{Baseline, Feed};
+use crate::train::{Checkpoint, Evaluator, Network, TrainError, Trainer};
 use schedule::Used;
 
 /// Subfolder of the output folder that holds the pretraining artefacts.
@@ -132,7 +129,13 @@ pub fn model(plan: &Pipeline) -> Result<Model, String> {
     };
     let size = plan.decode.size as usize;
     let task = crate::pretext::build(cfg, size).map_err(|e| e.to_string())?;
-    let spec = train_spec(cfg, task.as_ref(), size, encoder, pretrain)?;
+    let spec = crate::pretext::train_spec(
+        task.as_ref(),
+        encoder,
+        pretrain.temperature,
+        pretrain.optimizer.clone(),
+        pretrain.batch_size,
+    )?;
     let network = Network::new(spec).map_err(|e| e.to_string())?;
     if network.spec().tap == crate::train::Tap::FeatureMap
         && encoder.features == crate::model::Features::Last
@@ -149,6 +152,15 @@ pub fn model(plan: &Pipeline) -> Result<Model, String> {
         }
     }
     Ok(Model { task, network })
+}
+
+/// The pipeline's pixel normalisation, as the task's feed takes it.
+fn pixel_norm(plan: &Pipeline) -> PixelNorm {
+    let n = plan.model.normalization();
+    PixelNorm {
+        mean: n.mean,
+        std: n.std,
+    }
 }
 
 fn stage_err(e: impl std::fmt::Display) -> PipelineError {
@@ -263,14 +275,6 @@ pub fn run(
         &mut reported,
     )?;
 
-    let sig = task.signature();
-    let feed = Feed::for_task(
-        plan.pretext().expect("checked by model()"),
-        size,
-        &sig.inputs[0].shape,
-        spec.batch_size,
-    )
-    .map_err(stage_err)?;
     let metrics = trainer.signature().metrics.clone();
     let log = log::TrainLog::open(&dir, &metrics, resumed_from)?;
 
@@ -300,19 +304,14 @@ pub fn run(
         &decode_stage,
     )?;
 
-    let classes = match &network.spec().loss {
-        Loss::CrossEntropy => Some(network.prediction_shape()[1]),
-        Loss::NtXent { .. } => Some(2 * spec.batch_size - 1),
-        _ => None,
-    };
     let run = TrainLoop {
         schedule: schedule::Plan::new(&spec, Some(train_images)),
         spec: spec.clone(),
         trainer,
         evaluator,
-        baseline: Baseline::new(&feed, classes),
-        feed,
-        norm: plan.model.normalization(),
+        baseline: task.baseline(spec.batch_size),
+        task: task.clone(),
+        norm: pixel_norm(plan),
         heldout,
         log,
         errors,
@@ -350,7 +349,6 @@ pub fn run(
         trainer,
         evaluator,
         heldout,
-        feed,
         norm,
         log,
         mut report,
@@ -360,17 +358,26 @@ pub fn run(
     report.dir = dir.clone();
     log.draw_curve(&dir.join("curve.png"))?;
     let params = trainer.params().map_err(train_err)?;
-    predictions::write(
-        &dir.join("predictions.png"),
-        plan,
+    let mut evaluator = evaluator;
+    let held: Vec<_> = heldout
+        .iter()
+        .map(|h| (&h.sample, h.rgb.as_slice()))
+        .collect();
+    let rows = crate::pretext::predictions::rows(
+        task.as_ref(),
         &network,
         &params,
-        evaluator,
-        &feed,
+        &mut evaluator,
         &norm,
-        &heldout,
+        &held,
         spec.preview,
-    )?;
+        spec.batch_size,
+        size,
+    )
+    .map_err(train_err)?;
+    if !rows.is_empty() {
+        super::preview::write_sheet(&dir.join("predictions.png"), &rows)?;
+    }
     let encoder_onnx = if report.interrupted {
         None
     } else {
@@ -378,7 +385,8 @@ pub fn run(
             encoder_onnx(
                 &network,
                 &params,
-                &plan.model.normalization(),
+                task.as_ref(),
+                &pixel_norm(plan),
                 plan.decode.size,
             )
             .map_err(train_err)?,
@@ -469,8 +477,8 @@ struct TrainLoop {
     trainer: Trainer,
     evaluator: Evaluator,
     baseline: Baseline,
-    feed: Feed,
-    norm: crate::config::Normalization,
+    task: Arc<dyn PretextTask>,
+    norm: PixelNorm,
     heldout: Vec<HeldOut>,
     log: log::TrainLog,
     errors: ErrorsFile,
@@ -492,8 +500,7 @@ struct TrainOutcome {
     trainer: Trainer,
     evaluator: Evaluator,
     heldout: Vec<HeldOut>,
-    feed: Feed,
-    norm: crate::config::Normalization,
+    norm: PixelNorm,
     log: log::TrainLog,
     report: PretrainReport,
 }
@@ -587,8 +594,12 @@ impl TrainLoop {
                     }
                 };
                 pass_images += 1;
-                self.feed
-                    .fill(&prepared.item, filled, &self.norm, &mut self.trainer)
+                let slot = Slot {
+                    index: filled,
+                    batch: b,
+                };
+                self.task
+                    .fill(&prepared.item, slot, &self.norm, &mut self.trainer)
                     .map_err(train_err)?;
                 filled += 1;
                 if filled < b {
@@ -679,7 +690,6 @@ impl TrainLoop {
             trainer: self.trainer,
             evaluator: self.evaluator,
             heldout: self.heldout,
-            feed: self.feed,
             norm: self.norm,
             log: self.log,
             report,
@@ -748,13 +758,12 @@ impl TrainLoop {
         for k in 0..batches {
             for i in 0..b {
                 let s = &self.heldout[(k * b + i) % n];
-                self.feed
-                    .fill(&s.sample, i, &self.norm, &mut self.evaluator)
+                let slot = Slot { index: i, batch: b };
+                self.task
+                    .fill(&s.sample, slot, &self.norm, &mut self.evaluator)
                     .map_err(train_err)?;
             }
-            baseline
-                .add(&self.feed, b, &mut self.evaluator)
-                .map_err(train_err)?;
+            baseline.add(b, &mut self.evaluator).map_err(train_err)?;
             let out = self.evaluator.run(&params, step).map_err(train_err)?;
             loss += f64::from(out.loss);
             metrics.resize(out.metrics.len(), (String::new(), 0.0));
