@@ -12,10 +12,9 @@ pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod pretext;
+pub mod pretrain;
 pub mod rng;
 pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod train;
-
-pub use error::{Error, Result};

@@ -18,7 +18,7 @@ mod dataset;
 mod embed;
 mod embed_model;
 mod engine;
-pub mod pretrain;
+mod pretrain;
 mod preview;
 mod progress;
 mod reorder;
@@ -83,12 +83,14 @@ pub enum PipelineError {
     Panicked { stage: &'static str },
     #[error("cannot start a thread")]
     Spawn(#[source] std::io::Error),
-    #[error("the {stage} stage failed{}: {reason}", .key.as_ref().map(|k| format!(" at {k:?}")).unwrap_or_default())]
-    Stage {
-        stage: &'static str,
-        key: Option<String>,
-        reason: String,
-    },
+    #[error("the pretrain stage failed")]
+    Pretrain(#[from] crate::pretrain::PretrainError),
+    #[error("the pipeline has no [pretext] section to preview")]
+    NoPretext,
+    #[error("no decodable image in the source")]
+    NothingToPreview,
+    #[error(transparent)]
+    Png(#[from] crate::pretext::draw::PngError),
     #[error(transparent)]
     Pretext(#[from] crate::pretext::PretextError),
     #[error(transparent)]
@@ -103,9 +105,6 @@ impl PipelineError {
             path,
             reason: reason.into(),
         }
-    }
-    pub(crate) fn stage(stage: &'static str, key: Option<String>, reason: String) -> Self {
-        PipelineError::Stage { stage, key, reason }
     }
 }
 
@@ -138,8 +137,11 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
     }
     if matches!(plan.mode, Mode::Pretrain { .. }) {
         // The embed phase will run the trained encoder; what can fail is the model for the task.
-        if let Err(reason) = pretrain::model(plan) {
-            return Err(ConfigErrors(vec![problem("pretrain", reason)]));
+        if let Err(e) = crate::pretrain::model(plan) {
+            return Err(ConfigErrors(vec![problem(
+                "pretrain",
+                crate::error::chain(&e),
+            )]));
         }
         if let Err(e) = crate::runtime::environment(plan.runtime.library.as_deref()) {
             return Err(ConfigErrors(vec![problem("runtime", e.to_string())]));
@@ -184,7 +186,7 @@ fn pretrain_then_embed(
     then_embed: bool,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
-    let pretrained = pretrain::run(plan, &options, options.resume)?;
+    let (pretrained, stages) = pretrain::run(plan, &options, options.resume)?;
     let report = pretrained.report;
     let out_dir = plan.output.dir.clone();
     // Interrupted (no encoder: the checkpoint waits for --resume), or pretraining only.
@@ -202,7 +204,7 @@ fn pretrain_then_embed(
             let mut summary = RunSummary::new(
                 plan,
                 &Counters::default(),
-                &pretrained.stages.iter().collect::<Vec<_>>(),
+                &stages.iter().collect::<Vec<_>>(),
                 started.elapsed(),
                 Default::default(),
                 model,

@@ -58,7 +58,7 @@ pub struct RunSummary {
     pub output_files: Vec<PathBuf>,
     pub errors_file: Option<PathBuf>,
     /// The pretrain phase, for pipelines with `[pretrain]`.
-    pub pretrain: Option<super::pretrain::PretrainReport>,
+    pub pretrain: Option<crate::pretrain::PretrainReport>,
 }
 
 impl RunSummary {

@@ -26,7 +26,8 @@ use async_channel::{Receiver, Sender};
 use super::stats::{Clock, Counters, Stage};
 use crate::config::Pipeline;
 use crate::decode::{DecodeSettings, Decoder};
-use crate::source::Sample;
+use crate::sink::ErrorRecord;
+use crate::source::{Emit, Order, Sample, SourceError, StopFlag};
 
 /// What a worker does with a decoded `size × size` RGB8 image (HWC). One value per worker thread
 /// (cloned from a prototype), so it may keep scratch buffers.
@@ -144,44 +145,128 @@ fn lower_this_thread_priority(levels: u8) {
 #[cfg(not(target_os = "linux"))]
 fn lower_this_thread_priority(_levels: u8) {}
 
+/// One image at a time through decoding and `prepare`, as a worker does it: the decoder, its
+/// scratch buffer and the preparation, owned by one thread. A decoder or a preparation that
+/// panics costs only its image (the decoder is then made afresh).
+pub struct ImageWorker<P: Prepare> {
+    decoder: Decoder,
+    prepare: P,
+    rgb: Vec<u8>,
+    size: usize,
+}
+
+impl<P: Prepare> ImageWorker<P> {
+    pub fn new(settings: DecodeSettings, prepare: P) -> Self {
+        Self {
+            size: settings.size as usize,
+            decoder: Decoder::new(settings),
+            prepare,
+            rgb: Vec::new(),
+        }
+    }
+
+    /// Decodes and prepares one image; `Err((stage, reason))` when it cannot be used.
+    pub fn process(
+        &mut self,
+        key: &str,
+        epoch: u64,
+        bytes: Result<Vec<u8>, String>,
+    ) -> Result<Prepared<P::Item>, (&'static str, String)> {
+        let bytes = bytes.map_err(|reason| ("read", reason))?;
+        let (decoder, rgb) = (&mut self.decoder, &mut self.rgb);
+        let info =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| decoder.decode_into(&bytes, rgb))) {
+                Ok(Ok(info)) => info,
+                Ok(Err(e)) => return Err(("decode", e.to_string())),
+                Err(_) => {
+                    // The decoder's state may be broken after a panic: start afresh.
+                    self.decoder = Decoder::new(self.decoder.settings().clone());
+                    return Err(("decode", "the decoder panicked on this file".to_string()));
+                }
+            };
+        let (prepare, rgb, size) = (&mut self.prepare, &self.rgb, self.size);
+        let item =
+            std::panic::catch_unwind(AssertUnwindSafe(|| prepare.prepare(rgb, size, key, epoch)))
+                .unwrap_or_else(|_| Err("panicked on this image".to_string()))
+                .map_err(|reason| (P::STAGE, reason))?;
+        Ok(Prepared {
+            item,
+            width: info.width,
+            height: info.height,
+        })
+    }
+
+    /// The image the last successful [`process`](Self::process) decoded (RGB8, HWC, `size²·3`).
+    pub fn rgb(&self) -> &[u8] {
+        &self.rgb
+    }
+}
+
+/// An image prepared on the calling thread, with its key and decoded pixels.
+pub struct PreparedImage<T> {
+    pub key: String,
+    pub prepared: Prepared<T>,
+    /// RGB8, HWC, at the working size.
+    pub rgb: Vec<u8>,
+}
+
+/// The first `max` usable images of `order` (pass 0), decoded and prepared on the calling thread
+/// exactly as the workers would; each image that cannot be used goes to `bad`. For small sets a
+/// run needs before it starts (held-out images) and for previews.
+pub fn prepare_first<P: Prepare>(
+    plan: &Pipeline,
+    prepare: P,
+    order: Order,
+    max: usize,
+    mut bad: impl FnMut(ErrorRecord),
+) -> Result<Vec<PreparedImage<P::Item>>, SourceError> {
+    struct Collect<'a, P: Prepare> {
+        worker: ImageWorker<P>,
+        max: usize,
+        out: Vec<PreparedImage<P::Item>>,
+        bad: &'a mut dyn FnMut(ErrorRecord),
+    }
+    impl<P: Prepare> Emit for Collect<'_, P> {
+        fn emit(&mut self, key: String, bytes: Result<Vec<u8>, String>) -> bool {
+            match self.worker.process(&key, 0, bytes) {
+                Ok(prepared) => {
+                    let rgb = self.worker.rgb().to_vec();
+                    self.out.push(PreparedImage { key, prepared, rgb });
+                }
+                Err((stage, reason)) => (self.bad)(ErrorRecord {
+                    key,
+                    stage: stage.into(),
+                    reason,
+                }),
+            }
+            self.out.len() < self.max
+        }
+    }
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let mut collect = Collect {
+        worker: ImageWorker::new(plan.decode.clone(), prepare),
+        max,
+        out: Vec::new(),
+        bad: &mut bad,
+    };
+    crate::source::run(&plan.source, order, &StopFlag::default(), &mut collect)?;
+    Ok(collect.out)
+}
+
 fn work<P: Prepare>(
     settings: DecodeSettings,
-    mut prepare: P,
+    prepare: P,
     input: Receiver<Sample>,
     output: Sender<Decoded<P::Item>>,
     stage: &Stage,
     counters: &Counters,
 ) {
-    let size = settings.size as usize;
-    let mut decoder = Decoder::new(settings);
-    let mut rgb = Vec::new();
+    let mut worker = ImageWorker::new(settings, prepare);
     let mut clock = Clock::default();
     while let Ok(sample) = clock.wait_in(|| input.recv_blocking()) {
-        let result = clock.busy(|| {
-            let bytes = sample.bytes.map_err(|reason| ("read", reason))?;
-            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                decoder.decode_into(&bytes, &mut rgb)
-            }));
-            let info = match decoded {
-                Ok(Ok(info)) => info,
-                Ok(Err(e)) => return Err(("decode", e.to_string())),
-                Err(_) => {
-                    // The decoder's state may be broken after a panic: start afresh.
-                    decoder = Decoder::new(decoder.settings().clone());
-                    return Err(("decode", "the decoder panicked on this file".to_string()));
-                }
-            };
-            let item = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                prepare.prepare(&rgb, size, &sample.key, sample.epoch)
-            }))
-            .unwrap_or_else(|_| Err("panicked on this image".to_string()))
-            .map_err(|reason| (P::STAGE, reason))?;
-            Ok(Prepared {
-                item,
-                width: info.width,
-                height: info.height,
-            })
-        });
+        let result = clock.busy(|| worker.process(&sample.key, sample.epoch, sample.bytes));
         clock.items += 1;
         Counters::add(
             if result.is_ok() {

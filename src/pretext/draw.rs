@@ -1,6 +1,7 @@
 //! Drawing for pretext previews: an RGB8 canvas, rectangles, outlines and a 3×5 pixel font for
-//! digits, so a preview can show a label without a font library. Also the few pixel-layout
-//! helpers the geometric pretext tasks share (HWC → CHW, image-size check, tensor accessors).
+//! digits, so a preview can show a label without a font library; contact sheets and PNG files
+//! (previews, `predictions.png`, `curve.png`). Also the few pixel-layout helpers the geometric
+//! pretext tasks share (HWC → CHW, image-size check, tensor accessors).
 //!
 //! Guarantees: every operation clips to the canvas, so a preview never panics whatever the
 //! coordinates; output is a plain row-major HWC RGB8 buffer, the format
@@ -437,4 +438,63 @@ mod tests {
         c.blit_hwc(19, 7, 4, 4, &[9; 48]);
         c.blit_chw(18, 6, 4, 4, &[9; 48]);
     }
+}
+
+/// A PNG that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PngError {
+    #[error("cannot encode {} as PNG", path.display())]
+    Encode {
+        path: std::path::PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
+}
+
+/// Gap between the rows of a sheet, in pixels, and its grey.
+const SHEET_GAP: usize = 6;
+const SHEET_GAP_GREY: u8 = 40;
+
+/// Stacks RGB8 images (`(width, height, pixels)`) vertically with a grey gap into one PNG.
+pub fn write_sheet(
+    out: &std::path::Path,
+    rows: &[(usize, usize, Vec<u8>)],
+) -> Result<(), PngError> {
+    let width = rows.iter().map(|r| r.0).max().unwrap_or(1);
+    let height = rows.iter().map(|r| r.1).sum::<usize>() + SHEET_GAP * rows.len().saturating_sub(1);
+    let mut sheet = vec![SHEET_GAP_GREY; width * height.max(1) * 3];
+    let mut top = 0;
+    for (w, h, pixels) in rows {
+        for y in 0..*h {
+            let dst = ((top + y) * width) * 3;
+            sheet[dst..dst + w * 3].copy_from_slice(&pixels[y * w * 3..(y + 1) * w * 3]);
+        }
+        top += h + SHEET_GAP;
+    }
+    write_png(out, width, height.max(1), &sheet)
+}
+
+/// Encodes an RGB8 HWC image as PNG and writes it atomically.
+pub fn write_png(
+    out: &std::path::Path,
+    width: usize,
+    height: usize,
+    pixels: &[u8],
+) -> Result<(), PngError> {
+    use image::ImageEncoder as _;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(
+            pixels,
+            width as u32,
+            height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|source| PngError::Encode {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    Ok(crate::atomic::write(out, &png)?)
 }

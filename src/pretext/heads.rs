@@ -9,6 +9,7 @@
 
 use crate::model::Layer;
 use crate::model::{BuiltinEncoder, EncoderSpec};
+use crate::pretext::PretextError;
 
 /// Width of the hidden layer of the MLP heads.
 const HIDDEN: usize = 256;
@@ -45,21 +46,21 @@ pub fn decoder(
     input_size: u32,
     out: usize,
     target: usize,
-) -> Result<Vec<Layer>, String> {
+) -> Result<Vec<Layer>, PretextError> {
     let mut spec = encoder.clone();
     spec.in_channels = in_channels;
-    let built = BuiltinEncoder::new(spec, input_size).map_err(|e| e.to_string())?;
+    let built = BuiltinEncoder::new(spec, input_size)?;
     // The last stage's output: the map the dense head decodes from.
     let fmap = built
         .feature_map_layers()
         .checked_sub(1)
         .map(|i| built.layers()[i].output_shape.clone())
-        .ok_or("the encoder has no feature map")?;
+        .ok_or_else(|| PretextError::Network("the encoder has no feature map".into()))?;
     let (channels, side) = (fmap[0], fmap[1]);
     if !target.is_multiple_of(side) || !(target / side).is_power_of_two() {
-        return Err(format!(
+        return Err(PretextError::Network(format!(
             "the encoder's last feature map is {side}×{side} at {input_size} px, and the task's target is {target}×{target}: a power-of-two multiple is needed (change decode.size or the encoder's stages)"
-        ));
+        )));
     }
     let mut ch = channels.min(256);
     let mut head = vec![

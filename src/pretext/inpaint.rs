@@ -398,7 +398,7 @@ impl TaskSettings for InpaintConfig {}
 /// Training: the dense decoder predicts the image (`[3, S, S]`, normalised like the input) and
 /// masked L2 weighs the hole (and its overlap) with the task's `weight` target.
 impl TrainingContract for Inpaint {
-    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, PretextError> {
         Training::image_reconstruction(net.encoder, self.size)
     }
 

@@ -258,7 +258,7 @@ impl TaskSettings for MaskConfig {}
 /// per-patch targets are laid back onto the image grid so one decoder serves inpainting and
 /// masked patches alike, and masked L2 counts the masked patches only.
 impl TrainingContract for Mask {
-    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, PretextError> {
         Training::image_reconstruction(net.encoder, self.size)
     }
 

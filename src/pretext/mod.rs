@@ -181,6 +181,12 @@ pub trait TaskSettings {
 pub enum PretextError {
     #[error("pretext task {task}: {message}")]
     Invalid { task: &'static str, message: String },
+    /// The task's network cannot be built on this encoder (a target the feature map cannot
+    /// reach, ...); the message names the settings to change.
+    #[error("{0}")]
+    Network(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 /// Declares [`TaskConfig`], one variant per task, each with its config name.

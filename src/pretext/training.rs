@@ -18,6 +18,7 @@
 use super::baseline::Baseline;
 use super::{PretextSample, PretextTask, feed, heads};
 use crate::model::{EncoderSpec, GraphBuilder, Layer, ModelError};
+use crate::pretext::PretextError;
 use crate::train::{BatchInputs, InputLayout, Loss, Optimizer, Tap, TrainError, TrainSpec};
 
 /// The pipeline's pixel normalisation (`(v/255 − mean[c]) / std[c]`), as the feed and the drawing
@@ -59,7 +60,7 @@ pub struct Training {
 impl Training {
     /// The image back from itself (`[3, S, S]`, normalised like the input): the dense decoder
     /// ([`heads::decoder`]) on a 3-channel encoder at `size` px, masked L2 with a per-pixel mask.
-    pub fn image_reconstruction(encoder: &EncoderSpec, size: usize) -> Result<Self, String> {
+    pub fn image_reconstruction(encoder: &EncoderSpec, size: usize) -> Result<Self, PretextError> {
         Ok(Training {
             input: InputLayout::Images,
             in_channels: 3,
@@ -74,7 +75,7 @@ impl Training {
 /// The training side of a pretext task (see the module documentation).
 pub trait TrainingContract {
     /// The input layout, encoder input channels, head and loss for `net`.
-    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String>;
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, PretextError>;
 
     /// Writes `sample` into `slot` of the batch inputs `dst` (the trainer's or an evaluator's),
     /// converted as the network expects it.
@@ -113,7 +114,7 @@ pub trait Classification {
 }
 
 impl<T: Classification> TrainingContract for T {
-    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, String> {
+    fn training(&self, _net: &NetworkContext<'_>) -> Result<Training, PretextError> {
         Ok(Training {
             input: self.input_layout(),
             in_channels: 3,
@@ -181,7 +182,7 @@ pub fn train_spec(
     temperature: f32,
     optimizer: Optimizer,
     batch_size: usize,
-) -> Result<TrainSpec, String> {
+) -> Result<TrainSpec, PretextError> {
     let sig = task.signature();
     let shape = &sig.inputs[0].shape;
     let training = task.training(&NetworkContext {

@@ -690,7 +690,7 @@ impl TaskSettings for ViewsConfig {}
 /// to [`heads::PROJECTION`] dimensions, and NT-Xent pulls the two views of an image together
 /// against the other `2B − 2` views of the batch. No targets are fed.
 impl TrainingContract for Views {
-    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, PretextError> {
         Ok(Training {
             input: InputLayout::Views { count: 2 },
             in_channels: 3,

@@ -13,6 +13,7 @@ use super::super::training::{
 use super::super::{PretextSample, TensorData, heads};
 use super::{ColorTarget, Colorize};
 use crate::model::{GraphBuilder, ModelError};
+use crate::pretext::PretextError;
 use crate::train::loss::{MASK_INPUT, TARGETS_INPUT};
 use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
 
@@ -20,7 +21,7 @@ use crate::train::{BatchInputs, InputLayout, Loss, TrainError};
 const AB_SCALE: f32 = 100.0;
 
 impl TrainingContract for Colorize {
-    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, String> {
+    fn training(&self, net: &NetworkContext<'_>) -> Result<Training, PretextError> {
         let s = self.size;
         let (out, target_side, loss) = match self.config.target {
             ColorTarget::Bins => (

@@ -14,7 +14,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::super::PipelineError;
+use super::PretrainError;
 use crate::pretext::draw::{self, Canvas};
 
 /// One log row.
@@ -43,12 +43,8 @@ pub struct TrainLog {
     eval_points: Vec<(u64, f64, Option<f64>)>,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> PipelineError {
-    PipelineError::stage(
-        "pretrain",
-        None,
-        format!("cannot write {}: {e}", path.display()),
-    )
+fn io_err(path: &Path, e: std::io::Error) -> PretrainError {
+    PretrainError::io(path, e)
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -61,7 +57,7 @@ impl TrainLog {
         dir: &Path,
         metrics: &[String],
         resume_step: Option<u64>,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, PretrainError> {
         let path = dir.join("log.csv");
         let mut kept = Vec::new();
         if let Some(step) = resume_step
@@ -107,7 +103,7 @@ impl TrainLog {
         Ok(log)
     }
 
-    pub fn write(&mut self, row: &Row) -> Result<(), PipelineError> {
+    pub fn write(&mut self, row: &Row) -> Result<(), PretrainError> {
         let mut cells = vec![
             row.step.to_string(),
             row.epoch.to_string(),
@@ -144,7 +140,7 @@ impl TrainLog {
 
     /// Draws `curve.png` beside the log: training loss (blue), held-out loss (orange, dots),
     /// baseline (grey); the y range is labelled at its ends, the x axis at the last step.
-    pub fn draw_curve(&self, path: &Path) -> Result<(), PipelineError> {
+    pub fn draw_curve(&self, path: &Path) -> Result<(), PretrainError> {
         let (w, h) = (720usize, 400usize);
         let (left, right, top, bottom) = (56usize, 16usize, 16usize, 28usize);
         let mut c = Canvas::new(w, h, draw::WHITE);
@@ -225,6 +221,6 @@ impl TrainLog {
         let lw = draw::digits_width(label.len(), 2);
         c.digits(left + pw - lw, h - bottom + 8, &label, 2, draw::BLACK);
         c.digits(left, h - bottom + 8, "0", 2, draw::BLACK);
-        super::super::preview::write_png(path, c.width, c.height, &c.pixels)
+        Ok(draw::write_png(path, c.width, c.height, &c.pixels)?)
     }
 }
