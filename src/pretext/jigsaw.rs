@@ -431,17 +431,7 @@ impl PermutationSet {
             let _ = writeln!(s, "  [{}]{sep}", items.join(", "));
         }
         s.push_str(" ]}\n");
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, s)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| {
-                invalid(format!(
-                    "cannot write permutation file {}: {e}",
-                    path.display()
-                ))
-            })
+        Ok(crate::atomic::write(path, s.as_bytes())?)
     }
 
     /// Reads a set written by [`PermutationSet::save`], refusing anything that is not exactly a

@@ -187,6 +187,8 @@ pub enum PretextError {
     Network(String),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
 }
 
 /// Declares [`TaskConfig`], one variant per task, each with its config name.
