@@ -502,28 +502,24 @@ impl BuiltinEncoder {
         )
     }
 
-    /// The inference model with `params` baked in as initializers.
-    pub fn to_onnx(&self, params: &ParamSet) -> Result<Vec<u8>, ModelError> {
-        let specs = self.param_specs();
-        params.check_against(&specs)?;
+    /// A graph documented by `doc`, with the `images` input (`[N, channels, S, S]`) and `params`
+    /// as initializers; returns it with the input's name. What comes between the input and the
+    /// encoder (a prelude that converts the input) is the caller's.
+    pub fn graph_with_params(
+        &self,
+        params: &ParamSet,
+        channels: usize,
+        doc: String,
+    ) -> Result<(GraphBuilder, String), ModelError> {
         let mut g = GraphBuilder::new("sslpipe_encoder");
-        g.doc_string(format!(
-            "sslpipe built-in encoder: ResNet-style, width {}, stages {:?}, {}-d embedding, input {}x{}x{}",
-            self.spec.width,
-            self.spec.stages,
-            self.spec.embedding_dim,
-            self.spec.in_channels,
-            self.input_size,
-            self.input_size
-        ));
+        g.doc_string(doc);
         let s = self.input_size as usize;
         let images = g.input(
             IMAGES_INPUT,
             DataType::Float,
-            &Dim::batched(&[self.spec.in_channels as usize, s, s]),
+            &Dim::batched(&[channels, s, s]),
         )?;
-        for spec in &specs {
-            // check_against guarantees presence; the error path only guards against misuse.
+        for spec in self.param_specs() {
             let p = params
                 .get(&spec.name)
                 .ok_or_else(|| ModelError::MissingParam {
@@ -532,13 +528,36 @@ impl BuiltinEncoder {
                 })?;
             g.initializer_f32(&p.name, &p.shape, &p.data)?;
         }
-        let out = self.emit_forward(&mut g, &images)?;
+        Ok((g, images))
+    }
+
+    /// The encoder's forward pass from `input` and the graph's `embedding` output.
+    pub fn emit_embedding(&self, g: &mut GraphBuilder, input: &str) -> Result<(), ModelError> {
+        let out = self.emit_forward(g, input)?;
         g.node_with_outputs("Identity", &[&out], &[EMBEDDING_OUTPUT], vec![])?;
         g.output(
             EMBEDDING_OUTPUT,
             DataType::Float,
             &Dim::batched(&[self.embedding_dim()]),
-        )?;
+        )
+    }
+
+    /// The inference model with `params` baked in as initializers.
+    pub fn to_onnx(&self, params: &ParamSet) -> Result<Vec<u8>, ModelError> {
+        let specs = self.param_specs();
+        params.check_against(&specs)?;
+        let doc = format!(
+            "sslpipe built-in encoder: ResNet-style, width {}, stages {:?}, {}-d embedding, input {}x{}x{}",
+            self.spec.width,
+            self.spec.stages,
+            self.spec.embedding_dim,
+            self.spec.in_channels,
+            self.input_size,
+            self.input_size
+        );
+        let (mut g, images) =
+            self.graph_with_params(params, self.spec.in_channels as usize, doc)?;
+        self.emit_embedding(&mut g, &images)?;
         let spec_json = serde_json::to_string(&self.spec)
             .map_err(|e| ModelError::Graph(format!("could not serialise the encoder spec: {e}")))?;
         g.metadata(SPEC_METADATA_KEY, spec_json);

@@ -11,10 +11,7 @@
 //! - a task that trains the encoder on something other than normalised RGB (colorization: the
 //!   lightness alone) gives an [`ExportPrelude`]; the export starts with it.
 
-use crate::model::encoder::{EMBEDDING_OUTPUT, IMAGES_INPUT};
-use crate::model::graph::Dim;
-use crate::model::onnx::tensor_proto::DataType;
-use crate::model::{BuiltinEncoder, Features, GraphBuilder, ModelError, ParamSet};
+use crate::model::{BuiltinEncoder, Features, ModelError, ParamSet};
 use crate::pretext::PretextTask;
 use crate::pretext::training::{ExportPrelude, PixelNorm};
 use crate::train::{Network, Tap, TrainError};
@@ -71,32 +68,16 @@ fn prelude_encoder(
     prelude: &dyn ExportPrelude,
     norm: &PixelNorm,
 ) -> Result<Vec<u8>, ModelError> {
-    let s = encoder.input_size() as usize;
-    let mut g = GraphBuilder::new("sslpipe_encoder");
-    g.doc_string(format!(
+    let doc = format!(
         "sslpipe built-in encoder {}, for the {}-channel encoder; output the {}-d embedding",
         prelude.describe(norm),
         encoder.spec().in_channels,
         encoder.embedding_dim()
-    ));
-    let images = g.input(IMAGES_INPUT, DataType::Float, &Dim::batched(&[3, s, s]))?;
-    for spec in encoder.param_specs() {
-        let p = params
-            .get(&spec.name)
-            .ok_or_else(|| ModelError::MissingParam {
-                name: spec.name.clone(),
-                shape: spec.shape.clone(),
-            })?;
-        g.initializer_f32(&p.name, &p.shape, &p.data)?;
-    }
+    );
+    // The prelude takes RGB, whatever the encoder's own input.
+    let (mut g, images) = encoder.graph_with_params(params, 3, doc)?;
     let input = prelude.emit(&mut g, &images, norm)?;
-    let out = encoder.emit_forward(&mut g, &input)?;
-    g.node_with_outputs("Identity", &[&out], &[EMBEDDING_OUTPUT], vec![])?;
-    g.output(
-        EMBEDDING_OUTPUT,
-        DataType::Float,
-        &Dim::batched(&[encoder.embedding_dim()]),
-    )?;
+    encoder.emit_embedding(&mut g, &input)?;
     g.finish()
 }
 
@@ -104,6 +85,7 @@ fn prelude_encoder(
 mod tests {
     use super::*;
     use crate::model::EncoderSpec;
+    use crate::model::encoder::{EMBEDDING_OUTPUT, IMAGES_INPUT};
     use crate::pretext::RgbView;
     use crate::pretext::colorize::ColorizeConfig;
     use crate::pretext::feed::host::{Host, zeros};
