@@ -313,17 +313,7 @@ fn embed_run(
             Err(PipelineError::Panicked { stage: "sink" }),
         )
     });
-    // The first failure in flow order is the cause; later ones are its consequences — except
-    // that an embed stage stopped by its sink reports the sink's failure (a full disk, say).
-    upstream_result?;
-    match embed_result {
-        Err(PipelineError::SinkClosed) => {
-            sink_status?;
-            return Err(PipelineError::SinkClosed);
-        }
-        other => other?,
-    }
-    sink_status?;
+    first_failure(upstream_result, embed_result, sink_status)?;
 
     Ok(RunSummary::new(
         plan,
@@ -336,6 +326,21 @@ fn embed_run(
     ))
 }
 
+/// The error a run reports when its stages ended like this. The first failure in flow order is
+/// the cause and later ones its consequences — except that a stage stopped because its sink
+/// stopped reports the sink's own failure (a full disk, say).
+fn first_failure(
+    upstream: Result<(), PipelineError>,
+    consumer: Result<(), PipelineError>,
+    sink: Result<(), PipelineError>,
+) -> Result<(), PipelineError> {
+    upstream?;
+    match consumer {
+        Err(PipelineError::SinkClosed) => sink.and(Err(PipelineError::SinkClosed)),
+        consumer => consumer.and(sink),
+    }
+}
+
 /// Key-value metadata every output file of a run carries.
 fn run_metadata(plan: &Pipeline) -> Vec<(String, String)> {
     vec![
@@ -346,4 +351,43 @@ fn run_metadata(plan: &Pipeline) -> Vec<(String, String)> {
         ("sslpipe.pipeline".to_string(), plan.text.clone()),
         ("sslpipe.pipeline_name".to_string(), plan.name.clone()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_in_flow_order_is_reported_and_a_closed_sink_names_its_own() {
+        let full = || {
+            let io = std::io::Error::from_raw_os_error(28);
+            let write = crate::atomic::WriteError::new(std::path::Path::new("/out/part"), io);
+            Err(PipelineError::Sink(SinkError::Write(write)))
+        };
+        let lost = || Err(PipelineError::Lost { count: 1 });
+        let message = |r: Result<(), PipelineError>| crate::error::chain(&r.unwrap_err());
+        let disk = message(first_failure(
+            Ok(()),
+            Err(PipelineError::SinkClosed),
+            full(),
+        ));
+        assert!(disk.contains("No space left on device"), "{disk}");
+        assert!(first_failure(Ok(()), Ok(()), Ok(())).is_ok());
+        assert!(matches!(
+            first_failure(lost(), full(), full()),
+            Err(PipelineError::Lost { .. })
+        ));
+        assert!(matches!(
+            first_failure(Ok(()), lost(), full()),
+            Err(PipelineError::Lost { .. })
+        ));
+        assert!(matches!(
+            first_failure(Ok(()), Ok(()), full()),
+            Err(PipelineError::Sink(_))
+        ));
+        assert!(matches!(
+            first_failure(Ok(()), Err(PipelineError::SinkClosed), Ok(())),
+            Err(PipelineError::SinkClosed)
+        ));
+    }
 }

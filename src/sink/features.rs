@@ -195,7 +195,10 @@ impl Sink for FeatureWriter {
 
     /// Writes what is buffered, closes and publishes the open file; returns every published file.
     fn commit(mut self) -> Result<Vec<PathBuf>, SinkError> {
-        self.flush_row_group()?;
+        if let Err(e) = self.flush_row_group() {
+            self.abort(); // the open file cannot be completed: leave no temporary behind
+            return Err(e);
+        }
         match self.open {
             Some((_, files)) => files.finish(),
             None => Ok(Vec::new()),
@@ -333,6 +336,22 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["part-00000.parquet.tmp"]);
+    }
+
+    #[test]
+    fn an_aborted_writer_keeps_its_published_files_and_removes_the_open_one() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = FeatureWriter::create(spec(t.path(), 5, 2)).unwrap();
+        for i in 0..12 {
+            w.push(&format!("k{i}"), &[0.0; 3], 1, 1, 0).unwrap();
+        }
+        w.abort();
+        let mut names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["part-00000.parquet", "part-00001.parquet"]);
     }
 
     #[test]

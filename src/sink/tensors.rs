@@ -216,7 +216,10 @@ impl Sink for TensorWriter {
     }
 
     fn commit(mut self) -> Result<Vec<PathBuf>, SinkError> {
-        self.flush()?;
+        if let Err(e) = self.flush() {
+            self.abort(); // the open file cannot be completed: leave no temporary behind
+            return Err(e);
+        }
         self.files.finish()
     }
 
