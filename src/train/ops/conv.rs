@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::model::graph::{attr_int, attr_ints};
-use crate::model::onnx::NodeProto;
 use crate::train::TrainError;
 
 /// Choices between equivalent formulations of some backward rules (all give the same gradients;
@@ -44,20 +43,19 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Conv",
         infer: infer_conv,
-        vjp: Some(vjp_conv),
+        vjp: Some(Vjp::Each(vjp_conv)),
     },
     Rule {
         op: "ConvTranspose",
         infer: infer_conv_transpose,
-        vjp: Some(vjp_conv_transpose),
+        vjp: Some(Vjp::Each(vjp_conv_transpose)),
     },
 ];
 
 /// Shape inference of `Conv`.
 fn infer_conv(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, ref ins, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let w = &ins.get(1).ok_or("Conv needs a weight")?.0;
     if x.len() != 4 || w.len() != 4 {
         return Err(format!("Conv supports 2-D maps: input {x:?}, weight {w:?}"));
@@ -78,47 +76,36 @@ fn infer_conv(c: &Infer<'_>) -> Inferred {
     same(vec![x[0], w[0], oh, ow], t)
 }
 
-/// Gradient of `Conv`.
-fn vjp_conv(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, x, y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
-    let w = window(t, node, Some(&ins[1]))?;
-    if n(0) {
-        g[0] = Some(if w.s == [1, 1] && t.rules().conv_dx_as_conv {
-            conv_input_grad_stride1(t, &dy, &ins[1], &w, &gx)?
-        } else {
-            let xs = t.shape(&x)?;
-            let ys = t.shape(&y)?;
-            let op_ = output_padding(&w, &xs, &ys, node)?;
+/// Gradient of `Conv`: for the input a Conv with flipped weights (stride 1, see
+/// [`RuleOptions`]) or a ConvTranspose; for the weight [`conv_weight_grad`]; for the bias `dy`
+/// summed over batch and space.
+fn vjp_conv(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    let weight = &p.ins[1];
+    let w = window(t, p.node, Some(weight))?;
+    match i {
+        0 if w.s == [1, 1] && t.rules().conv_dx_as_conv => {
+            conv_input_grad_stride1(t, dy, weight, &w, &p.gx)
+        }
+        0 => {
+            let xs = t.shape(&p.x)?;
+            let ys = t.shape(&p.y)?;
+            let op_ = output_padding(&w, &xs, &ys, p.node)?;
             t.emit(
                 "ConvTranspose",
-                &[&dy, &ins[1]],
-                &gx,
+                &[dy, weight],
+                &p.gx,
                 conv_attrs(&w, Some(&op_)),
-            )?
-        });
+            )
+        }
+        1 => conv_weight_grad(t, &p.x, dy, &w, &gname(weight)),
+        _ => reduce_sum(t, dy, &[0, 2, 3], false, &gname(&p.ins[2])),
     }
-    if n(1) {
-        g[1] = Some(conv_weight_grad(t, &x, &dy, &w, &gname(&ins[1]))?);
-    }
-    if ins.len() > 2 && n(2) {
-        g[2] = Some(reduce_sum(t, &dy, &[0, 2, 3], false, &gname(&ins[2]))?);
-    }
-    Ok(g)
 }
 
 /// Shape inference of `ConvTranspose`.
 fn infer_conv_transpose(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, ref ins, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let w = &ins.get(1).ok_or("ConvTranspose needs a weight")?.0;
     if x.len() != 4 || w.len() != 4 || x[1] != w[0] {
         return Err(format!(
@@ -146,36 +133,22 @@ fn infer_conv_transpose(c: &Infer<'_>) -> Inferred {
     )
 }
 
-/// Gradient of `ConvTranspose`.
-fn vjp_conv_transpose(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    if attr_is(node, "output_shape").is_some() {
-        return Err(bad(
-            node,
-            "ConvTranspose with output_shape has no rule; use output_padding",
-        ));
+/// Gradient of `ConvTranspose`: for the input the Conv it transposes, for the weight
+/// [`conv_weight_grad`] with input and output gradient swapped, for the bias `dy` summed over
+/// batch and space.
+fn vjp_conv_transpose(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    if attr_is(p.node, "output_shape").is_some() {
+        return Err(p.bad("ConvTranspose with output_shape has no rule; use output_padding"));
     }
-    let dy = need_dy(node, dys)?;
-    let w = window(t, node, Some(&ins[1]))?;
-    if n(0) {
-        g[0] = Some(t.emit("Conv", &[&dy, &ins[1]], &gx, conv_attrs(&w, None))?);
-    }
-    if n(1) {
+    let weight = &p.ins[1];
+    let w = window(t, p.node, Some(weight))?;
+    match i {
+        0 => t.emit("Conv", &[dy, weight], &p.gx, conv_attrs(&w, None)),
         // Y = convᵀ(X, W) is the input-gradient of a convolution whose input lives where Y
         // lives and whose output lives where X lives; its weight gradient pairs them so.
-        g[1] = Some(conv_weight_grad(t, &dy, &x, &w, &gname(&ins[1]))?);
+        1 => conv_weight_grad(t, dy, &p.x, &w, &gname(weight)),
+        _ => reduce_sum(t, dy, &[0, 2, 3], false, &gname(&p.ins[2])),
     }
-    if ins.len() > 2 && n(2) {
-        g[2] = Some(reduce_sum(t, &dy, &[0, 2, 3], false, &gname(&ins[2]))?);
-    }
-    Ok(g)
 }
 
 /// dL/dW of a convolution: `x` is the convolution's input `[N, Ci, H, W]`, `dy` the gradient of

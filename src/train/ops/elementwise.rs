@@ -2,51 +2,49 @@
 
 use super::*;
 use crate::model::graph::attr_int;
-use crate::model::onnx::NodeProto;
 use crate::model::onnx::tensor_proto::DataType;
-use crate::train::TrainError;
 
 /// The ops of this family: shape inference and gradient rule side by side.
 pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Relu",
         infer: super::same_shape,
-        vjp: Some(vjp_relu),
+        vjp: Some(Vjp::Unary(vjp_relu)),
     },
     Rule {
         op: "Sigmoid",
         infer: super::same_shape,
-        vjp: Some(vjp_sigmoid),
+        vjp: Some(Vjp::Unary(vjp_sigmoid)),
     },
     Rule {
         op: "Tanh",
         infer: super::same_shape,
-        vjp: Some(vjp_tanh),
+        vjp: Some(Vjp::Unary(vjp_tanh)),
     },
     Rule {
         op: "Exp",
         infer: super::same_shape,
-        vjp: Some(vjp_exp),
+        vjp: Some(Vjp::Unary(vjp_exp)),
     },
     Rule {
         op: "Log",
         infer: super::same_shape,
-        vjp: Some(vjp_log),
+        vjp: Some(Vjp::Unary(vjp_log)),
     },
     Rule {
         op: "Sqrt",
         infer: super::same_shape,
-        vjp: Some(vjp_sqrt),
+        vjp: Some(Vjp::Unary(vjp_sqrt)),
     },
     Rule {
         op: "Neg",
         infer: super::same_shape,
-        vjp: Some(vjp_neg),
+        vjp: Some(Vjp::Unary(vjp_neg)),
     },
     Rule {
         op: "Abs",
         infer: super::same_shape,
-        vjp: Some(vjp_abs),
+        vjp: Some(Vjp::Unary(vjp_abs)),
     },
     Rule {
         op: "Sign",
@@ -56,12 +54,12 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Reciprocal",
         infer: super::same_shape,
-        vjp: Some(vjp_reciprocal),
+        vjp: Some(Vjp::Unary(vjp_reciprocal)),
     },
     Rule {
         op: "Identity",
         infer: super::same_shape,
-        vjp: Some(vjp_identity),
+        vjp: Some(Vjp::Unary(vjp_identity)),
     },
     Rule {
         op: "Floor",
@@ -76,27 +74,27 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Cast",
         infer: infer_cast,
-        vjp: Some(vjp_cast),
+        vjp: Some(Vjp::Unary(vjp_cast)),
     },
     Rule {
         op: "Add",
         infer: infer_broadcast,
-        vjp: Some(vjp_add),
+        vjp: Some(Vjp::Each(vjp_add)),
     },
     Rule {
         op: "Sub",
         infer: infer_broadcast,
-        vjp: Some(vjp_add),
+        vjp: Some(Vjp::Each(vjp_add)),
     },
     Rule {
         op: "Mul",
         infer: infer_broadcast,
-        vjp: Some(vjp_mul),
+        vjp: Some(Vjp::Each(vjp_mul)),
     },
     Rule {
         op: "Div",
         infer: infer_broadcast,
-        vjp: Some(vjp_div),
+        vjp: Some(Vjp::Each(vjp_div)),
     },
     Rule {
         op: "Pow",
@@ -116,7 +114,7 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Sum",
         infer: infer_broadcast,
-        vjp: Some(vjp_add),
+        vjp: Some(Vjp::Each(vjp_add)),
     },
     Rule {
         op: "Equal",
@@ -161,289 +159,134 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Where",
         infer: infer_where,
-        vjp: Some(vjp_where),
+        vjp: Some(Vjp::Each(vjp_where)),
     },
     Rule {
         op: "Clip",
-        infer: infer_clip,
+        infer: super::same_shape,
         vjp: None,
     },
 ];
 
-/// Gradient of `Relu`.
-fn vjp_relu(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
+/// Gradient of `Relu`: `dy` where `y > 0`.
+fn vjp_relu(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
     let zero = t.scalar(0.0)?;
-    let mask = t.emit("Greater", &[&y, &zero], &gx, vec![])?;
-    g[0] = Some(t.emit("Where", &[&mask, &dy, &zero], &gx, vec![])?);
-    Ok(g)
+    let mask = t.emit("Greater", &[&p.y, &zero], &p.gx, vec![])?;
+    t.emit("Where", &[&mask, dy, &zero], &p.gx, vec![])
 }
 
-/// Gradient of `Sigmoid`.
-fn vjp_sigmoid(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
+/// Gradient of `Sigmoid`: `dy · y(1 − y)`.
+fn vjp_sigmoid(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
     let one = t.scalar(1.0)?;
-    let om = t.emit("Sub", &[&one, &y], &gx, vec![])?;
-    let d = t.emit("Mul", &[&y, &om], &gx, vec![])?;
-    g[0] = Some(t.emit("Mul", &[&dy, &d], &gx, vec![])?);
-    Ok(g)
+    let om = t.emit("Sub", &[&one, &p.y], &p.gx, vec![])?;
+    let d = t.emit("Mul", &[&p.y, &om], &p.gx, vec![])?;
+    t.emit("Mul", &[dy, &d], &p.gx, vec![])
 }
 
-/// Gradient of `Tanh`.
-fn vjp_tanh(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
+/// Gradient of `Tanh`: `dy · (1 − y²)`.
+fn vjp_tanh(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
     let one = t.scalar(1.0)?;
-    let y2 = t.emit("Mul", &[&y, &y], &gx, vec![])?;
-    let d = t.emit("Sub", &[&one, &y2], &gx, vec![])?;
-    g[0] = Some(t.emit("Mul", &[&dy, &d], &gx, vec![])?);
-    Ok(g)
+    let y2 = t.emit("Mul", &[&p.y, &p.y], &p.gx, vec![])?;
+    let d = t.emit("Sub", &[&one, &y2], &p.gx, vec![])?;
+    t.emit("Mul", &[dy, &d], &p.gx, vec![])
 }
 
-/// Gradient of `Exp`.
-fn vjp_exp(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    g[0] = Some(t.emit("Mul", &[&dy, &y], &gx, vec![])?);
-    Ok(g)
+/// Gradient of `Exp`: `dy · y`.
+fn vjp_exp(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    t.emit("Mul", &[dy, &p.y], &p.gx, vec![])
 }
 
-/// Gradient of `Log`.
-fn vjp_log(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    g[0] = Some(t.emit("Div", &[&dy, &x], &gx, vec![])?);
-    Ok(g)
+/// Gradient of `Log`: `dy / x`.
+fn vjp_log(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    t.emit("Div", &[dy, &p.x], &p.gx, vec![])
 }
 
-/// Gradient of `Sqrt`.
-fn vjp_sqrt(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
+/// Gradient of `Sqrt`: `dy / y · ½`.
+fn vjp_sqrt(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
     let half = t.scalar(0.5)?;
-    let d = t.emit("Div", &[&dy, &y], &gx, vec![])?;
-    g[0] = Some(t.emit("Mul", &[&d, &half], &gx, vec![])?);
-    Ok(g)
+    let d = t.emit("Div", &[dy, &p.y], &p.gx, vec![])?;
+    t.emit("Mul", &[&d, &half], &p.gx, vec![])
 }
 
-/// Gradient of `Neg`.
-fn vjp_neg(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    g[0] = Some(t.emit("Neg", &[&dy], &gx, vec![])?);
-    Ok(g)
+/// Gradient of `Neg`: `−dy`.
+fn vjp_neg(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    t.emit("Neg", &[dy], &p.gx, vec![])
 }
 
-/// Gradient of `Abs`.
-fn vjp_abs(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let s = t.emit("Sign", &[&x], &gx, vec![])?;
-    g[0] = Some(t.emit("Mul", &[&dy, &s], &gx, vec![])?);
-    Ok(g)
+/// Gradient of `Abs`: `dy · sign(x)`.
+fn vjp_abs(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let s = t.emit("Sign", &[&p.x], &p.gx, vec![])?;
+    t.emit("Mul", &[dy, &s], &p.gx, vec![])
 }
 
-/// Gradient of `Reciprocal`.
-fn vjp_reciprocal(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { y, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let y2 = t.emit("Mul", &[&y, &y], &gx, vec![])?;
-    let d = t.emit("Mul", &[&dy, &y2], &gx, vec![])?;
-    g[0] = Some(t.emit("Neg", &[&d], &gx, vec![])?);
-    Ok(g)
+/// Gradient of `Reciprocal`: `−dy · y²`.
+fn vjp_reciprocal(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let y2 = t.emit("Mul", &[&p.y, &p.y], &p.gx, vec![])?;
+    let d = t.emit("Mul", &[dy, &y2], &p.gx, vec![])?;
+    t.emit("Neg", &[&d], &p.gx, vec![])
 }
 
-/// Gradient of `Identity`.
-fn vjp_identity(
-    _t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let mut g: Grads = vec![None; node.input.len()];
-    g[0] = Some(need_dy(node, dys)?);
-    Ok(g)
+/// Gradient of `Identity`: `dy` itself.
+fn vjp_identity(_t: &mut dyn Builder, _p: &Parts<'_>, dy: &str) -> Dx {
+    Ok(dy.to_string())
 }
 
 /// Shape inference of `Cast`.
 fn infer_cast(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, .. } = c;
-    let first = || c.first();
-    let (s, _) = first()?;
+    let (s, _) = c.first()?;
     let to = ai(attrs, "to").ok_or("Cast needs `to`")?;
     let t = DataType::try_from(to as i32).map_err(|_| "bad Cast type".to_string())?;
     same(s, t)
 }
 
-/// Gradient of `Cast`.
-fn vjp_cast(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let to = t.dtype(&x).ok_or_else(|| bad(node, "unknown input type"))?;
-    g[0] = Some(t.emit("Cast", &[&dy], &gx, vec![attr_int("to", to as i64)])?);
-    Ok(g)
+/// Gradient of `Cast`: `dy` cast back to the input's type.
+fn vjp_cast(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let to = t.dtype(&p.x).ok_or_else(|| p.bad("unknown input type"))?;
+    t.emit("Cast", &[dy], &p.gx, vec![attr_int("to", to as i64)])
 }
 
 /// Shape inference of `Add`, `Sub`, `Mul`, `Div`, `Pow`, `Max`, `Min`, `Sum`.
 fn infer_broadcast(c: &Infer<'_>) -> Inferred {
-    let ins = &c.ins;
-    let first = || c.first();
-    let mut s = first()?.0;
-    for (x, _) in &ins[1..] {
-        s = broadcast(&s, x).ok_or_else(|| format!("shapes {s:?} and {x:?} do not broadcast"))?;
-    }
-    same(s, ins[0].1)
+    same(broadcast_all(c)?, c.ins[0].1)
 }
 
-/// Gradient of `Add`, `Sub`, `Sum`.
-fn vjp_add(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let op = op_of(node).to_string();
-    let Parts { ins, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
-    for (i, input) in ins.iter().enumerate() {
-        if !n(i) {
-            continue;
-        }
-        let s = t.shape(input)?;
-        let d = unbroadcast(t, &dy, &s, &gname(input))?;
-        g[i] = Some(if op == "Sub" && i == 1 {
-            t.emit("Neg", &[&d], &gname(input), vec![])?
-        } else {
-            d
-        });
+/// Gradient of `Add`, `Sub`, `Sum`: `dy` summed down to each input's shape (negated for the
+/// subtrahend).
+fn vjp_add(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    let input = &p.ins[i];
+    let d = unbroadcast_to(t, dy, input)?;
+    if p.op() == "Sub" && i == 1 {
+        t.emit("Neg", &[&d], &gname(input), vec![])
+    } else {
+        Ok(d)
     }
-    Ok(g)
 }
 
-/// Gradient of `Mul`.
-fn vjp_mul(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
-    for i in 0..2 {
-        if !n(i) {
-            continue;
-        }
-        let other = &ins[1 - i];
-        let p = t.emit("Mul", &[&dy, other], &gname(&ins[i]), vec![])?;
-        let s = t.shape(&ins[i])?;
-        g[i] = Some(unbroadcast(t, &p, &s, &gname(&ins[i]))?);
-    }
-    Ok(g)
+/// Gradient of `Mul`: `dy` times the other factor, summed down to the input's shape.
+fn vjp_mul(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    let other = &p.ins[1 - i];
+    let d = t.emit("Mul", &[dy, other], &gname(&p.ins[i]), vec![])?;
+    unbroadcast_to(t, &d, &p.ins[i])
 }
 
-/// Gradient of `Div`.
-fn vjp_div(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, y, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
-    let (a, b) = (ins[0].clone(), ins[1].clone());
-    if n(0) {
-        let q = t.emit("Div", &[&dy, &b], &gname(&a), vec![])?;
-        let s = t.shape(&a)?;
-        g[0] = Some(unbroadcast(t, &q, &s, &gname(&a))?);
+/// Gradient of `Div` (`y = a / b`): `dy / b` for `a`, `−dy · y / b` for `b`, each summed down to
+/// its input's shape.
+fn vjp_div(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    let (a, b) = (&p.ins[0], &p.ins[1]);
+    if i == 0 {
+        let q = t.emit("Div", &[dy, b], &gname(a), vec![])?;
+        return unbroadcast_to(t, &q, a);
     }
-    if n(1) {
-        // d(a/b)/db = −y/b
-        let q = t.emit("Div", &[&y, &b], &gname(&b), vec![])?;
-        let p = t.emit("Mul", &[&dy, &q], &gname(&b), vec![])?;
-        let p = t.emit("Neg", &[&p], &gname(&b), vec![])?;
-        let s = t.shape(&b)?;
-        g[1] = Some(unbroadcast(t, &p, &s, &gname(&b))?);
-    }
-    Ok(g)
+    let q = t.emit("Div", &[&p.y, b], &gname(b), vec![])?;
+    let d = t.emit("Mul", &[dy, &q], &gname(b), vec![])?;
+    let d = t.emit("Neg", &[&d], &gname(b), vec![])?;
+    unbroadcast_to(t, &d, b)
 }
 
 /// Shape inference of `Equal`, `Greater`, `Less`, `GreaterOrEqual`, `LessOrEqual`, `And`, `Or`, `Not`.
 fn infer_compare(c: &Infer<'_>) -> Inferred {
-    let ins = &c.ins;
-    let first = || c.first();
-    let mut s = first()?.0;
-    for (x, _) in &ins[1..] {
-        s = broadcast(&s, x).ok_or_else(|| format!("shapes {s:?} and {x:?} do not broadcast"))?;
-    }
-    same(s, DataType::Bool)
+    same(broadcast_all(c)?, DataType::Bool)
 }
 
 /// Shape inference of `Where`.
@@ -458,44 +301,18 @@ fn infer_where(c: &Infer<'_>) -> Inferred {
     same(s, ins[1].1)
 }
 
-/// Gradient of `Where`.
-fn vjp_where(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, y, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
+/// Gradient of `Where`: `dy` where the condition picked the input, zero elsewhere, summed down
+/// to the input's shape. The condition (input 0, boolean) has none.
+fn vjp_where(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
     let zero = t.scalar(0.0)?;
-    for i in 1..3 {
-        if !n(i) {
-            continue;
-        }
-        let args = if i == 1 {
-            [&ins[0], &dy, &zero]
-        } else {
-            [&ins[0], &zero, &dy]
-        };
-        let w = t.emit(
-            "Where",
-            &[args[0], args[1], args[2]],
-            &gname(&ins[i]),
-            vec![],
-        )?;
-        let ys = t.shape(&y)?;
-        let w = expand(t, &w, &ys, &gname(&ins[i]))?;
-        let s = t.shape(&ins[i])?;
-        g[i] = Some(unbroadcast(t, &w, &s, &gname(&ins[i]))?);
-    }
-    Ok(g)
-}
-
-/// Shape inference of `Clip`.
-fn infer_clip(c: &Infer<'_>) -> Inferred {
-    let first = || c.first();
-    let (x, t) = first()?;
-    same(x, t)
+    let (cond, input) = (&p.ins[0], &p.ins[i]);
+    let picked = match i {
+        1 => [cond.as_str(), dy, &zero],
+        2 => [cond.as_str(), &zero, dy],
+        _ => return Err(p.bad("the condition of Where has no gradient")),
+    };
+    let w = t.emit("Where", &picked, &gname(input), vec![])?;
+    let ys = t.shape(&p.y)?;
+    let w = expand(t, &w, &ys, &gname(input))?;
+    unbroadcast_to(t, &w, input)
 }

@@ -2,28 +2,25 @@
 
 use super::*;
 use crate::model::graph::attr_int;
-use crate::model::onnx::NodeProto;
-use crate::train::TrainError;
 
 /// The ops of this family: shape inference and gradient rule side by side.
 pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Gemm",
         infer: infer_gemm,
-        vjp: Some(vjp_gemm),
+        vjp: Some(Vjp::Each(vjp_gemm)),
     },
     Rule {
         op: "MatMul",
         infer: infer_mat_mul,
-        vjp: Some(vjp_mat_mul),
+        vjp: Some(Vjp::Each(vjp_mat_mul)),
     },
 ];
 
 /// Shape inference of `Gemm`.
 fn infer_gemm(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, ref ins, .. } = c;
-    let first = || c.first();
-    let (a, t) = first()?;
+    let (a, t) = c.first()?;
     let b = &ins.get(1).ok_or("Gemm needs B")?.0;
     if a.len() != 2 || b.len() != 2 {
         return Err("Gemm needs matrices".into());
@@ -49,28 +46,18 @@ fn infer_gemm(c: &Infer<'_>) -> Inferred {
     same(vec![m, n], t)
 }
 
-/// Gradient of `Gemm`.
-fn vjp_gemm(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
+/// Gradient of `Gemm` (`Y = op(A)·op(B) + C`, α = β = 1): `dy·op(B)ᵀ` and `op(A)ᵀ·dy`
+/// arranged for the transposition flags, `dy` summed down to C's shape.
+fn vjp_gemm(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    let node = p.node;
     let alpha = node.attr("alpha").and_then(|a| a.f).unwrap_or(1.0);
     let beta = node.attr("beta").and_then(|a| a.f).unwrap_or(1.0);
     if alpha != 1.0 || beta != 1.0 {
-        return Err(bad(
-            node,
-            "Gemm with alpha or beta other than 1 has no rule",
-        ));
+        return Err(p.bad("Gemm with alpha or beta other than 1 has no rule"));
     }
     let ta = attr_i(node, "transA").unwrap_or(0) != 0;
     let tb = attr_i(node, "transB").unwrap_or(0) != 0;
-    let (a, b) = (ins[0].clone(), ins[1].clone());
+    let (a, b) = (&p.ins[0], &p.ins[1]);
     let gemm = |t: &mut dyn Builder, l: &str, r: &str, tl: bool, tr: bool, base: &str| {
         t.emit(
             "Gemm",
@@ -82,36 +69,33 @@ fn vjp_gemm(
             ],
         )
     };
-    if n(0) {
-        let ga = gname(&a);
-        g[0] = Some(match (ta, tb) {
-            (false, false) => gemm(t, &dy, &b, false, true, &ga)?,
-            (false, true) => gemm(t, &dy, &b, false, false, &ga)?,
-            (true, false) => gemm(t, &b, &dy, false, true, &ga)?,
-            (true, true) => gemm(t, &b, &dy, true, true, &ga)?,
-        });
+    match i {
+        0 => {
+            let ga = gname(a);
+            match (ta, tb) {
+                (false, false) => gemm(t, dy, b, false, true, &ga),
+                (false, true) => gemm(t, dy, b, false, false, &ga),
+                (true, false) => gemm(t, b, dy, false, true, &ga),
+                (true, true) => gemm(t, b, dy, true, true, &ga),
+            }
+        }
+        1 => {
+            let gb = gname(b);
+            match (ta, tb) {
+                (false, false) => gemm(t, a, dy, true, false, &gb),
+                (false, true) => gemm(t, dy, a, true, false, &gb),
+                (true, false) => gemm(t, a, dy, false, false, &gb),
+                (true, true) => gemm(t, dy, a, true, true, &gb),
+            }
+        }
+        _ => unbroadcast_to(t, dy, &p.ins[2]),
     }
-    if n(1) {
-        let gb = gname(&b);
-        g[1] = Some(match (ta, tb) {
-            (false, false) => gemm(t, &a, &dy, true, false, &gb)?,
-            (false, true) => gemm(t, &dy, &a, true, false, &gb)?,
-            (true, false) => gemm(t, &a, &dy, false, false, &gb)?,
-            (true, true) => gemm(t, &dy, &a, true, true, &gb)?,
-        });
-    }
-    if ins.len() > 2 && n(2) {
-        let cs = t.shape(&ins[2])?;
-        g[2] = Some(unbroadcast(t, &dy, &cs, &gname(&ins[2]))?);
-    }
-    Ok(g)
 }
 
 /// Shape inference of `MatMul`.
 fn infer_mat_mul(c: &Infer<'_>) -> Inferred {
     let ins = &c.ins;
-    let first = || c.first();
-    let (a, t) = first()?;
+    let (a, t) = c.first()?;
     let b = &ins.get(1).ok_or("MatMul needs B")?.0;
     if a.len() < 2 || b.len() < 2 {
         return Err("MatMul operands of rank < 2 are not supported".into());
@@ -127,33 +111,23 @@ fn infer_mat_mul(c: &Infer<'_>) -> Inferred {
     same(batch, t)
 }
 
-/// Gradient of `MatMul`.
-fn vjp_mat_mul(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
-    let (a, b) = (ins[0].clone(), ins[1].clone());
-    let (sa, sb) = (t.shape(&a)?, t.shape(&b)?);
+/// Gradient of `MatMul` (`Y = A·B`): `dy·Bᵀ` and `Aᵀ·dy`, summed down over broadcast batch axes.
+fn vjp_mat_mul(t: &mut dyn Builder, p: &Parts<'_>, dy: &str, i: usize) -> Dx {
+    let (a, b) = (&p.ins[0], &p.ins[1]);
     let swap = |r: usize| -> Vec<i64> {
         let mut p: Vec<i64> = (0..r as i64).collect();
         p.swap(r - 2, r - 1);
         p
     };
-    if n(0) {
-        let bt = transpose(t, &b, &swap(sb.len()), &gname(&b))?;
-        let da = t.emit("MatMul", &[&dy, &bt], &gname(&a), vec![])?;
-        g[0] = Some(unbroadcast(t, &da, &sa, &gname(&a))?);
+    if i == 0 {
+        let rank = t.shape(b)?.len();
+        let bt = transpose(t, b, &swap(rank), &gname(b))?;
+        let da = t.emit("MatMul", &[dy, &bt], &gname(a), vec![])?;
+        unbroadcast_to(t, &da, a)
+    } else {
+        let rank = t.shape(a)?.len();
+        let at = transpose(t, a, &swap(rank), &gname(a))?;
+        let db = t.emit("MatMul", &[&at, dy], &gname(b), vec![])?;
+        unbroadcast_to(t, &db, b)
     }
-    if n(1) {
-        let at = transpose(t, &a, &swap(sa.len()), &gname(&a))?;
-        let db = t.emit("MatMul", &[&at, &dy], &gname(&b), vec![])?;
-        g[1] = Some(unbroadcast(t, &db, &sb, &gname(&b))?);
-    }
-    Ok(g)
 }

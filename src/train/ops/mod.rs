@@ -15,7 +15,9 @@
 //! Each family file lists its ops in one table (`RULES`: op type → shape rule, gradient rule);
 //! [`rule`] looks an op up in those tables. Adding an op is one file's change: its two functions
 //! and its table row. Rules write through [`Builder`] (implemented by the tape), so this module
-//! depends on no other part of `train` but its error type.
+//! depends on no other part of `train` but its error type. A gradient rule states only its
+//! mathematics, in one of three forms ([`Vjp`]): the gradient of the one differentiable input,
+//! the gradient of input `i`, or all of them at once; [`entry_vjp`] does the bookkeeping.
 //!
 //! Convolution gradients (the bulk of a train step's work) have equivalent formulations, chosen
 //! by [`RuleOptions`]: the input gradient of a stride-1 Conv is a Conv with transposed, flipped
@@ -133,13 +135,31 @@ impl Entry {
 pub(crate) struct Rule {
     pub op: &'static str,
     pub infer: fn(&Infer<'_>) -> Inferred,
-    pub vjp: Option<VjpFn>,
+    pub vjp: Option<Vjp>,
 }
 
-/// A gradient rule: for one forward node and the gradients of its outputs (`dys`), the nodes
-/// computing the gradients of the inputs flagged in `need`.
-pub(crate) type VjpFn =
-    fn(&mut dyn Builder, &NodeProto, &[Option<String>], &[bool]) -> Result<Grads, TrainError>;
+/// The gradient of one input: the name of the tensor holding it.
+type Dx = Result<String, TrainError>;
+
+/// A gradient rule: for one forward node ([`Parts`]) and the gradients of its outputs, the nodes
+/// computing the gradients of its inputs. Each form says only the mathematics; [`entry_vjp`] does
+/// the bookkeeping (which output gradient, which inputs were asked for, the slots of the result).
+#[derive(Clone, Copy)]
+pub(crate) enum Vjp {
+    /// Ops with one differentiable input, the first: its gradient from the first output's
+    /// gradient `dy` (the other inputs are shapes, axes, indices: they get none).
+    Unary(fn(&mut dyn Builder, &Parts<'_>, &str) -> Dx),
+    /// The gradient of input `i` from the first output's gradient `dy`, called for each input
+    /// asked for (`need`), in input order.
+    Each(fn(&mut dyn Builder, &Parts<'_>, &str, usize) -> Dx),
+    /// The whole rule: from the gradients of every output (`dys`, `None` where an output has
+    /// none), the gradients of the inputs flagged in `need`.
+    All(AllFn),
+}
+
+/// A rule in the [`Vjp::All`] form.
+type AllFn =
+    fn(&mut dyn Builder, &Parts<'_>, &[Option<String>], &[bool]) -> Result<Grads, TrainError>;
 
 /// Every family's table, searched in order.
 const FAMILIES: &[&[Rule]] = &[
@@ -221,7 +241,7 @@ pub(crate) fn infer(
     })
 }
 
-/// The gradients of an entry's inputs (see [`VjpFn`]).
+/// The gradients of an entry's inputs (see [`Vjp`]).
 pub(crate) fn entry_vjp(
     t: &mut dyn Builder,
     e: &Entry,
@@ -236,10 +256,38 @@ pub(crate) fn entry_vjp(
             norm::batch_norm_backward(t, rec, &dy, need)
         }
         Entry::Node(node) => match rule(op_of(node)).and_then(|r| r.vjp) {
-            Some(vjp) => vjp(t, node, dys, need),
+            Some(vjp) => node_vjp(t, vjp, node, dys, need),
             None => Err(no_rule(node)),
         },
     }
+}
+
+/// Runs one node's rule in its form (see [`Vjp`]).
+fn node_vjp(
+    t: &mut dyn Builder,
+    vjp: Vjp,
+    node: &NodeProto,
+    dys: &[Option<String>],
+    need: &[bool],
+) -> Result<Grads, TrainError> {
+    let p = parts(node);
+    let mut g: Grads = vec![None; node.input.len()];
+    match vjp {
+        Vjp::Unary(rule) => {
+            let dy = need_dy(node, dys)?;
+            g[0] = Some(rule(t, &p, &dy)?);
+        }
+        Vjp::Each(rule) => {
+            let dy = need_dy(node, dys)?;
+            for (i, slot) in g.iter_mut().enumerate() {
+                if need.get(i).copied().unwrap_or(false) {
+                    *slot = Some(rule(t, &p, &dy, i)?);
+                }
+            }
+        }
+        Vjp::All(rule) => return rule(t, &p, dys, need),
+    }
+    Ok(g)
 }
 
 /// A float zero tensor shaped like `name`.
@@ -362,9 +410,10 @@ fn op_of(node: &NodeProto) -> &str {
     node.op_type.as_deref().unwrap_or("")
 }
 
-/// The names a gradient rule reads: the node's inputs and outputs, the first of each (`x`, `y`)
-/// and the base name of `x`'s gradient.
-struct Parts {
+/// What a gradient rule reads of its node: the node itself (op, attributes), its inputs and
+/// outputs, the first of each (`x`, `y`) and the base name of `x`'s gradient.
+pub(crate) struct Parts<'a> {
+    node: &'a NodeProto,
     ins: Vec<String>,
     outs: Vec<String>,
     x: String,
@@ -372,9 +421,21 @@ struct Parts {
     gx: String,
 }
 
-fn parts(node: &NodeProto) -> Parts {
+impl Parts<'_> {
+    fn op(&self) -> &str {
+        op_of(self.node)
+    }
+
+    /// A build error naming the node.
+    fn bad(&self, msg: impl Into<String>) -> TrainError {
+        bad(self.node, msg)
+    }
+}
+
+fn parts(node: &NodeProto) -> Parts<'_> {
     let x = node.input.first().cloned().unwrap_or_default();
     Parts {
+        node,
         ins: node.input.clone(),
         outs: node.output.clone(),
         y: node.output.first().cloned().unwrap_or_default(),
@@ -431,6 +492,12 @@ fn reduce_sum(
         base,
         vec![attr_int("keepdims", i64::from(keep))],
     )
+}
+
+/// Sums `d` down to the shape of the input `x` it was broadcast from, named as `x`'s gradient.
+fn unbroadcast_to(t: &mut dyn Builder, d: &str, x: &str) -> Dx {
+    let s = t.shape(x)?;
+    unbroadcast(t, d, &s, &gname(x))
 }
 
 /// Sums `dy` (shaped `out`) down to the shape `to` it was broadcast from.
@@ -577,9 +644,18 @@ fn need_dy(node: &NodeProto, dys: &[Option<String>]) -> Result<String, TrainErro
         .ok_or_else(|| bad(node, "no gradient for the output"))
 }
 
-/// Shape inference of `Relu`, `Sigmoid`, `Tanh`, `Exp`, `Log`, `Sqrt`, `Neg`, `Abs`, `Sign`, `Reciprocal`, `Identity`, `Softmax`, `LogSoftmax`, `Floor`, `LeakyRelu`.
+/// Shape inference of the ops whose output is shaped and typed like their first input: unary
+/// math, `Clip`, `Softmax`, `LogSoftmax`, `ScatterElements`, `ScatterND`, `BatchNormalization`.
 pub(super) fn same_shape(c: &Infer<'_>) -> Inferred {
-    let first = || c.first();
-    let (s, t) = first()?;
+    let (s, t) = c.first()?;
     same(s, t)
+}
+
+/// The shape all inputs broadcast to (numpy rules).
+fn broadcast_all(c: &Infer<'_>) -> Result<Shape, String> {
+    let mut s = c.first()?.0;
+    for (x, _) in &c.ins[1..] {
+        s = broadcast(&s, x).ok_or_else(|| format!("shapes {s:?} and {x:?} do not broadcast"))?;
+    }
+    Ok(s)
 }

@@ -26,16 +26,9 @@ pub(crate) struct BnRecord {
 /// The ops of this family: shape inference and gradient rule side by side.
 pub(super) const RULES: &[Rule] = &[Rule {
     op: "BatchNormalization",
-    infer: infer_batch_norm,
+    infer: super::same_shape,
     vjp: None,
 }];
-
-/// Shape inference of `BatchNormalization`.
-fn infer_batch_norm(c: &Infer<'_>) -> Inferred {
-    let first = || c.first();
-    let (s, t) = first()?;
-    same(s, t)
-}
 
 /// Training-mode BatchNorm over every axis but 1 (`[N, C, …]`): normalises with the batch's
 /// statistics and returns `(y, new_running_mean, new_running_var)`. Running statistics follow
@@ -109,32 +102,15 @@ pub(crate) fn batch_norm_train(
     let mean_c = reshape(t, &mean, &[c], &format!("{base}.batch_mean"))?;
     let var_c = reshape(t, &var, &[c], &format!("{base}.batch_var"))?;
     let unbias = t.scalar(f64::from(momentum) * count as f64 / (count as f64 - 1.0))?;
-    let a = t.emit(
-        "Mul",
-        &[running_mean, &keep],
-        &format!("{base}.running_mean"),
-        vec![],
-    )?;
-    let b = t.emit(
-        "Mul",
-        &[&mean_c, &m],
-        &format!("{base}.running_mean"),
-        vec![],
-    )?;
-    let new_mean = t.emit("Add", &[&a, &b], &format!("{base}.running_mean"), vec![])?;
-    let a = t.emit(
-        "Mul",
-        &[running_var, &keep],
-        &format!("{base}.running_var"),
-        vec![],
-    )?;
-    let b = t.emit(
-        "Mul",
-        &[&var_c, &unbias],
-        &format!("{base}.running_var"),
-        vec![],
-    )?;
-    let new_var = t.emit("Add", &[&a, &b], &format!("{base}.running_var"), vec![])?;
+    // old·(1 − momentum) + batch·w
+    let update = |t: &mut dyn Builder, old: &str, batch: &str, w: &str, name: &str| {
+        let base = format!("{base}.{name}");
+        let a = t.emit("Mul", &[old, &keep], &base, vec![])?;
+        let b = t.emit("Mul", &[batch, w], &base, vec![])?;
+        t.emit("Add", &[&a, &b], &base, vec![])
+    };
+    let new_mean = update(t, running_mean, &mean_c, &m, "running_mean")?;
+    let new_var = update(t, running_var, &var_c, &unbias, "running_var")?;
     Ok((y, new_mean, new_var))
 }
 

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::model::graph::{attr_int, attr_string};
-use crate::model::onnx::NodeProto;
 use crate::model::onnx::tensor_proto::DataType;
 use crate::train::TrainError;
 
@@ -12,52 +11,52 @@ pub(super) const RULES: &[Rule] = &[
     Rule {
         op: "Flatten",
         infer: infer_flatten,
-        vjp: Some(vjp_flatten),
+        vjp: Some(Vjp::Unary(vjp_flatten)),
     },
     Rule {
         op: "Reshape",
         infer: infer_reshape,
-        vjp: Some(vjp_flatten),
+        vjp: Some(Vjp::Unary(vjp_flatten)),
     },
     Rule {
         op: "Transpose",
         infer: infer_transpose,
-        vjp: Some(vjp_transpose),
+        vjp: Some(Vjp::Unary(vjp_transpose)),
     },
     Rule {
         op: "Concat",
         infer: infer_concat,
-        vjp: Some(vjp_concat),
+        vjp: Some(Vjp::All(vjp_concat)),
     },
     Rule {
         op: "Split",
         infer: infer_split,
-        vjp: Some(vjp_split),
+        vjp: Some(Vjp::All(vjp_split)),
     },
     Rule {
         op: "Slice",
         infer: infer_slice,
-        vjp: Some(vjp_slice),
+        vjp: Some(Vjp::Unary(vjp_slice)),
     },
     Rule {
         op: "Unsqueeze",
         infer: infer_unsqueeze,
-        vjp: Some(vjp_flatten),
+        vjp: Some(Vjp::Unary(vjp_flatten)),
     },
     Rule {
         op: "Squeeze",
         infer: infer_squeeze,
-        vjp: Some(vjp_flatten),
+        vjp: Some(Vjp::Unary(vjp_flatten)),
     },
     Rule {
         op: "Expand",
         infer: infer_expand,
-        vjp: Some(vjp_expand),
+        vjp: Some(Vjp::Unary(vjp_expand)),
     },
     Rule {
         op: "GatherElements",
         infer: infer_gather_elements,
-        vjp: Some(vjp_gather_elements),
+        vjp: Some(Vjp::Unary(vjp_gather_elements)),
     },
     Rule {
         op: "Gather",
@@ -66,12 +65,12 @@ pub(super) const RULES: &[Rule] = &[
     },
     Rule {
         op: "ScatterElements",
-        infer: infer_scatter,
+        infer: super::same_shape,
         vjp: None,
     },
     Rule {
         op: "ScatterND",
-        infer: infer_scatter,
+        infer: super::same_shape,
         vjp: None,
     },
     Rule {
@@ -94,8 +93,7 @@ pub(super) const RULES: &[Rule] = &[
 /// Shape inference of `Flatten`.
 fn infer_flatten(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let axis = norm_axis(ai(attrs, "axis").unwrap_or(1), x.len() + 1).ok_or("bad axis")?;
     same(
         vec![x[..axis].iter().product(), x[axis..].iter().product()],
@@ -103,26 +101,16 @@ fn infer_flatten(c: &Infer<'_>) -> Inferred {
     )
 }
 
-/// Gradient of `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`.
-fn vjp_flatten(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let xs = t.shape(&x)?;
-    g[0] = Some(reshape(t, &dy, &xs, &gx)?);
-    Ok(g)
+/// Gradient of `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`: `dy` reshaped back.
+fn vjp_flatten(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let xs = t.shape(&p.x)?;
+    reshape(t, dy, &xs, &p.gx)
 }
 
 /// Shape inference of `Reshape`.
 fn infer_reshape(c: &Infer<'_>) -> Inferred {
     let &Infer { inputs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let target = c.const_ints(inputs.get(1).ok_or("Reshape needs a shape")?)?;
     let numel: usize = x.iter().product();
     let mut out = Vec::with_capacity(target.len());
@@ -156,38 +144,27 @@ fn infer_reshape(c: &Infer<'_>) -> Inferred {
 /// Shape inference of `Transpose`.
 fn infer_transpose(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let perm = aints(attrs, "perm").unwrap_or_else(|| (0..x.len() as i64).rev().collect());
     let y: Option<Vec<usize>> = perm.iter().map(|&p| x.get(p as usize).copied()).collect();
     same(y.ok_or("bad perm")?, t)
 }
 
-/// Gradient of `Transpose`.
-fn vjp_transpose(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let rank = t.shape(&x)?.len();
-    let perm = attr_is(node, "perm").unwrap_or_else(|| (0..rank as i64).rev().collect());
+/// Gradient of `Transpose`: `dy` transposed by the inverse permutation.
+fn vjp_transpose(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let rank = t.shape(&p.x)?.len();
+    let perm = attr_is(p.node, "perm").unwrap_or_else(|| (0..rank as i64).rev().collect());
     let mut inv = vec![0i64; perm.len()];
-    for (i, &p) in perm.iter().enumerate() {
-        inv[p as usize] = i as i64;
+    for (i, &k) in perm.iter().enumerate() {
+        inv[k as usize] = i as i64;
     }
-    g[0] = Some(transpose(t, &dy, &inv, &gx)?);
-    Ok(g)
+    transpose(t, dy, &inv, &p.gx)
 }
 
 /// Shape inference of `Concat`.
 fn infer_concat(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, ref ins, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let axis =
         norm_axis(ai(attrs, "axis").ok_or("Concat needs axis")?, x.len()).ok_or("bad axis")?;
     let mut y = x.clone();
@@ -203,34 +180,30 @@ fn infer_concat(c: &Infer<'_>) -> Inferred {
     same(y, t)
 }
 
-/// Gradient of `Concat`.
+/// Gradient of `Concat`: `dy` split along the axis into the inputs' sizes.
 fn vjp_concat(
     t: &mut dyn Builder,
-    node: &NodeProto,
+    p: &Parts<'_>,
     dys: &[Option<String>],
     need: &[bool],
 ) -> Result<Grads, TrainError> {
-    let Parts { ins, x, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let n = |i: usize| need.get(i).copied().unwrap_or(false);
-    let dy = need_dy(node, dys)?;
-    let rank = t.shape(&x)?.len() as i64;
-    let axis = attr_i(node, "axis").unwrap_or(0);
+    let dy = need_dy(p.node, dys)?;
+    let rank = t.shape(&p.x)?.len() as i64;
+    let axis = attr_i(p.node, "axis").unwrap_or(0);
     let axis = if axis < 0 { axis + rank } else { axis };
-    let mut sizes = Vec::with_capacity(ins.len());
-    for input in &ins {
+    let mut sizes = Vec::with_capacity(p.ins.len());
+    for input in &p.ins {
         sizes.push(t.shape(input)?[axis as usize] as i64);
     }
     let split = t.ints1("split", &sizes)?;
-    let bases: Vec<String> = ins.iter().map(|i| gname(i)).collect();
+    let bases: Vec<String> = p.ins.iter().map(|i| gname(i)).collect();
     let refs: Vec<&str> = bases.iter().map(|s| s.as_str()).collect();
-    let parts = t.emit_multi("Split", &[&dy, &split], &refs, vec![attr_int("axis", axis)])?;
-    for (i, p) in parts.into_iter().enumerate() {
-        if n(i) {
-            g[i] = Some(p);
-        }
-    }
-    Ok(g)
+    let pieces = t.emit_multi("Split", &[&dy, &split], &refs, vec![attr_int("axis", axis)])?;
+    Ok(pieces
+        .into_iter()
+        .zip(need)
+        .map(|(d, &n)| n.then_some(d))
+        .collect())
 }
 
 /// Shape inference of `Split`.
@@ -241,8 +214,7 @@ fn infer_split(c: &Infer<'_>) -> Inferred {
         n_out,
         ..
     } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let axis = norm_axis(ai(attrs, "axis").unwrap_or(0), x.len()).ok_or("bad axis")?;
     let sizes: Vec<usize> = match inputs.get(1) {
         Some(n) if !n.is_empty() => to_usize(&c.const_ints(n)?).ok_or("bad split")?,
@@ -269,33 +241,31 @@ fn infer_split(c: &Infer<'_>) -> Inferred {
         .collect())
 }
 
-/// Gradient of `Split`.
+/// Gradient of `Split`: the outputs' gradients (zeros where an output has none) concatenated.
 fn vjp_split(
     t: &mut dyn Builder,
-    node: &NodeProto,
+    p: &Parts<'_>,
     dys: &[Option<String>],
     _need: &[bool],
 ) -> Result<Grads, TrainError> {
-    let Parts { outs, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let axis = attr_i(node, "axis").unwrap_or(0);
-    let mut parts = Vec::with_capacity(outs.len());
-    for (o, dy) in outs.iter().zip(dys) {
-        parts.push(match dy {
+    let axis = attr_i(p.node, "axis").unwrap_or(0);
+    let mut pieces = Vec::with_capacity(p.outs.len());
+    for (o, dy) in p.outs.iter().zip(dys) {
+        pieces.push(match dy {
             Some(d) => d.clone(),
             None => zeros_like(t, o)?,
         });
     }
-    let refs: Vec<&str> = parts.iter().map(|s| s.as_str()).collect();
-    g[0] = Some(t.emit("Concat", &refs, &gx, vec![attr_int("axis", axis)])?);
+    let refs: Vec<&str> = pieces.iter().map(|s| s.as_str()).collect();
+    let mut g: Grads = vec![None; p.ins.len()];
+    g[0] = Some(t.emit("Concat", &refs, &p.gx, vec![attr_int("axis", axis)])?);
     Ok(g)
 }
 
 /// Shape inference of `Slice`.
 fn infer_slice(c: &Infer<'_>) -> Inferred {
     let &Infer { inputs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let get = |i: usize| -> Result<Option<Vec<i64>>, String> {
         match inputs.get(i) {
             Some(n) if !n.is_empty() => Ok(Some(c.const_ints(n)?)),
@@ -332,27 +302,20 @@ fn infer_slice(c: &Infer<'_>) -> Inferred {
     same(y, t)
 }
 
-/// Gradient of `Slice`.
-fn vjp_slice(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let xs = t.shape(&x)?;
+/// Gradient of `Slice` (steps 1): `dy` padded back with zeros to the input's extent.
+fn vjp_slice(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let xs = t.shape(&p.x)?;
     let get = |t: &dyn Builder, i: usize| -> Option<Vec<i64>> {
-        ins.get(i)
+        p.ins
+            .get(i)
             .filter(|s| !s.is_empty())
             .and_then(|s| t.ints(s).map(|v| v.to_vec()))
     };
-    let starts = get(t, 1).ok_or_else(|| bad(node, "starts must be a tape constant"))?;
-    let ends = get(t, 2).ok_or_else(|| bad(node, "ends must be a tape constant"))?;
+    let starts = get(t, 1).ok_or_else(|| p.bad("starts must be a tape constant"))?;
+    let ends = get(t, 2).ok_or_else(|| p.bad("ends must be a tape constant"))?;
     let axes = get(t, 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
     if get(t, 4).is_some_and(|s| s.iter().any(|&v| v != 1)) {
-        return Err(bad(node, "Slice with steps ≠ 1 has no rule"));
+        return Err(p.bad("Slice with steps ≠ 1 has no rule"));
     }
     let rank = xs.len();
     let mut pads = vec![0i64; 2 * rank];
@@ -368,16 +331,14 @@ fn vjp_slice(
         pads[a] = s;
         pads[a + rank] = dim - e.max(s);
     }
-    let p = t.ints1("pads", &pads)?;
-    g[0] = Some(t.emit("Pad", &[&dy, &p], &gx, vec![])?);
-    Ok(g)
+    let pads = t.ints1("pads", &pads)?;
+    t.emit("Pad", &[dy, &pads], &p.gx, vec![])
 }
 
 /// Shape inference of `Unsqueeze`.
 fn infer_unsqueeze(c: &Infer<'_>) -> Inferred {
     let &Infer { inputs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let axes = c.const_ints(inputs.get(1).ok_or("Unsqueeze needs axes")?)?;
     let rank = x.len() + axes.len();
     let mut axes: Vec<usize> = axes
@@ -396,8 +357,7 @@ fn infer_unsqueeze(c: &Infer<'_>) -> Inferred {
 /// Shape inference of `Squeeze`.
 fn infer_squeeze(c: &Infer<'_>) -> Inferred {
     let &Infer { inputs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let axes = c.const_ints(inputs.get(1).ok_or("Squeeze needs axes")?)?;
     let axes: Vec<usize> = axes
         .iter()
@@ -416,8 +376,7 @@ fn infer_squeeze(c: &Infer<'_>) -> Inferred {
 /// Shape inference of `Expand`.
 fn infer_expand(c: &Infer<'_>) -> Inferred {
     let &Infer { inputs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let target = to_usize(&c.const_ints(inputs.get(1).ok_or("Expand needs a shape")?)?)
         .ok_or("bad shape")?;
     same(
@@ -426,69 +385,41 @@ fn infer_expand(c: &Infer<'_>) -> Inferred {
     )
 }
 
-/// Gradient of `Expand`.
-fn vjp_expand(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let xs = t.shape(&x)?;
-    g[0] = Some(unbroadcast(t, &dy, &xs, &gx)?);
-    Ok(g)
+/// Gradient of `Expand`: `dy` summed down to the input's shape.
+fn vjp_expand(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    unbroadcast_to(t, dy, &p.x)
 }
 
 /// Shape inference of `GatherElements`.
 fn infer_gather_elements(c: &Infer<'_>) -> Inferred {
     let ins = &c.ins;
-    let first = || c.first();
-    let t = first()?.1;
+    let t = c.first()?.1;
     let idx = &ins.get(1).ok_or("GatherElements needs indices")?.0;
     same(idx.clone(), t)
 }
 
-/// Gradient of `GatherElements`.
-fn vjp_gather_elements(
-    t: &mut dyn Builder,
-    node: &NodeProto,
-    dys: &[Option<String>],
-    _need: &[bool],
-) -> Result<Grads, TrainError> {
-    let Parts { ins, x, gx, .. } = parts(node);
-    let mut g: Grads = vec![None; node.input.len()];
-    let dy = need_dy(node, dys)?;
-    let axis = attr_i(node, "axis").unwrap_or(0);
-    let zeros = zeros_like(t, &x)?;
-    g[0] = Some(t.emit(
+/// Gradient of `GatherElements`: `dy` scatter-added into zeros shaped like the input.
+fn vjp_gather_elements(t: &mut dyn Builder, p: &Parts<'_>, dy: &str) -> Dx {
+    let axis = attr_i(p.node, "axis").unwrap_or(0);
+    let zeros = zeros_like(t, &p.x)?;
+    t.emit(
         "ScatterElements",
-        &[&zeros, &ins[1], &dy],
-        &gx,
+        &[&zeros, &p.ins[1], dy],
+        &p.gx,
         vec![attr_int("axis", axis), attr_string("reduction", "add")],
-    )?);
-    Ok(g)
+    )
 }
 
 /// Shape inference of `Gather`.
 fn infer_gather(c: &Infer<'_>) -> Inferred {
     let &Infer { attrs, ref ins, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let idx = &ins.get(1).ok_or("Gather needs indices")?.0;
     let axis = norm_axis(ai(attrs, "axis").unwrap_or(0), x.len()).ok_or("bad axis")?;
     let mut y = x[..axis].to_vec();
     y.extend_from_slice(idx);
     y.extend_from_slice(&x[axis + 1..]);
     same(y, t)
-}
-
-/// Shape inference of `ScatterElements`, `ScatterND`.
-fn infer_scatter(c: &Infer<'_>) -> Inferred {
-    let first = || c.first();
-    let (x, t) = first()?;
-    same(x, t)
 }
 
 /// Shape inference of `Constant`.
@@ -515,8 +446,7 @@ fn infer_constant_of_shape(c: &Infer<'_>) -> Inferred {
 /// Shape inference of `Pad`.
 fn infer_pad(c: &Infer<'_>) -> Inferred {
     let &Infer { inputs, .. } = c;
-    let first = || c.first();
-    let (x, t) = first()?;
+    let (x, t) = c.first()?;
     let pads = c.const_ints(inputs.get(1).ok_or("Pad needs pads")?)?;
     if pads.len() != 2 * x.len() {
         return Err("Pad needs 2·rank pads".into());
