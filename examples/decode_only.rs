@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use sslpipe::decode::{DecodeSettings, Decoder};
-use sslpipe::source::{DEFAULT_EXTENSIONS, Emit, SourceSpec, StopFlag};
+use sslpipe::source::dir::DirConfig;
+use sslpipe::source::{DEFAULT_EXTENSIONS, Emit, SourceConfig, StopFlag};
 
 struct Collect(Vec<Vec<u8>>);
 impl Emit for Collect {
@@ -23,11 +24,13 @@ fn main() {
     let dir = args.get(1).expect("usage: decode_only DIR SIZE THREADS");
     let size: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(96);
     let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
-    let spec = SourceSpec::Dir {
-        root: dir.into(),
+    let spec = SourceConfig::Dir(DirConfig {
+        path: dir.into(),
         extensions: DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
         recursive: true,
-    };
+    })
+    .check(&std::path::Path::to_path_buf)
+    .expect("DIR is a folder");
     let mut files = Collect(Vec::new());
     sslpipe::source::run(&spec, Default::default(), &StopFlag::default(), &mut files)
         .expect("folder readable");

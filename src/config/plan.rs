@@ -1,17 +1,19 @@
-//! From raw sections to the validated [`Pipeline`] the engine runs. All checks of meaning live
-//! here: paths exist, sizes fit the model, the output folder is writable.
+//! From raw sections to the validated [`Pipeline`] the engine runs. All checks of meaning happen
+//! here: paths exist, sizes fit the model, the output folder is writable. Sections owned by a
+//! registry of kinds (`[source]`, `[pretext]`) are checked by their kind, called generically;
+//! this file names none of them.
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::raw::{self, EmbeddingType, ModelSection, OnError, SourceSection};
+use super::raw::{self, EmbeddingType, ModelSection, OnError};
 use super::{ConfigErrors, Locator, Problems};
 use crate::decode::DecodeSettings;
 use crate::model::{BuiltinEncoder, DEFAULT_EMBEDDING_DIM, DEFAULT_GRID, EncoderSpec, Features};
 use crate::pretext::TaskConfig;
 use crate::runtime::{Device, Optimization, SessionSettings};
-use crate::source::{DEFAULT_EXTENSIONS, SourceSpec};
+use crate::source::{SourceConfig, SourceSpec};
 
 /// ImageNet statistics: what most encoders (and ours, by default) are normalised with.
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -193,7 +195,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     }
 
     let pipeline: Option<raw::PipelineSection> = section(&table, "pipeline", &mut problems);
-    let source: Option<SourceSection> = required(&table, "source", &mut problems);
+    let source: Option<SourceConfig> = required(&table, "source", &mut problems);
     let decode: Option<DecodeSettings> = section(&table, "decode", &mut problems);
     let pretext: Option<TaskConfig> = section(&table, "pretext", &mut problems);
     let export: Option<raw::ExportSection> = section(&table, "export", &mut problems);
@@ -239,7 +241,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         pipeline.workers
     };
 
-    let source = source.map(|s| check_source(s, &resolve, &mut problems));
+    let source = source.and_then(|s| check_source(s, &resolve, &mut problems));
     let decode = decode.unwrap_or_default();
     check_decode(&decode, &mut problems);
     let pretext = pretext.map(|p| check_pretext(p, decode.size, &resolve, &mut problems));
@@ -298,8 +300,7 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     }
 
     problems.finish()?;
-    let (Some(Some(source)), Some(model), Some(runtime), Some(output)) =
-        (source, model, runtime, output)
+    let (Some(source), Some(model), Some(runtime), Some(output)) = (source, model, runtime, output)
     else {
         unreachable!("every None above recorded a problem");
     };
@@ -422,54 +423,17 @@ fn required<T: DeserializeOwned>(
 }
 
 fn check_source(
-    s: SourceSection,
+    s: SourceConfig,
     resolve: &dyn Fn(&Path) -> PathBuf,
     problems: &mut Problems,
 ) -> Option<SourceSpec> {
-    match s {
-        SourceSection::Dir(d) => {
-            let root = resolve(&d.path);
-            if !root.is_dir() {
-                problems.add("source.path", format!("{} is not a folder", root.display()));
+    s.check(resolve)
+        .map_err(|found| {
+            for (field, message) in found {
+                problems.add(field, message);
             }
-            let extensions = match d.extensions {
-                Some(list) if list.is_empty() => {
-                    problems.add("source.extensions", "is empty: no file would be read");
-                    Vec::new()
-                }
-                Some(list) => list
-                    .iter()
-                    .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
-                    .collect(),
-                None => DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
-            };
-            Some(SourceSpec::Dir {
-                root,
-                extensions,
-                recursive: d.recursive,
-            })
-        }
-        SourceSection::List(l) => {
-            let file = resolve(&l.path);
-            if !file.is_file() {
-                problems.add(
-                    "source.path",
-                    format!("list file {} does not exist", file.display()),
-                );
-            }
-            Some(SourceSpec::List { file })
-        }
-        SourceSection::Idx(i) => {
-            let file = resolve(&i.path);
-            if !file.is_file() {
-                problems.add(
-                    "source.path",
-                    format!("IDX file {} does not exist", file.display()),
-                );
-            }
-            Some(SourceSpec::Idx { file })
-        }
-    }
+        })
+        .ok()
 }
 
 fn check_pretext(

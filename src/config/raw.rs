@@ -1,6 +1,9 @@
 //! The user's words: one serde struct per TOML section, checked only for form (known keys, right
 //! types). Every struct denies unknown fields so a typo is an error, not a silently ignored key.
 //! Meaning (does the folder exist, is the size big enough for the model) is checked in `plan.rs`.
+//!
+//! The sections whose shape depends on a `kind` chosen from a registry live with their kinds:
+//! `[source]` is `crate::source::SourceConfig`, `[pretext]` is `crate::pretext::TaskConfig`.
 
 use std::path::PathBuf;
 
@@ -60,38 +63,6 @@ pub enum OnError {
     Skip,
     /// Stop the run at the first bad image (rows already written stay valid).
     Fail,
-}
-
-/// `[source]`: where images come from. Closed set, tagged by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceSection {
-    Dir(DirSection),
-    List(ListSection),
-    Idx(IdxSection),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirSection {
-    pub path: PathBuf,
-    pub extensions: Option<Vec<String>>,
-    #[serde(default = "yes")]
-    pub recursive: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListSection {
-    /// A text file with one image path per line (relative paths are relative to the list file).
-    pub path: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdxSection {
-    /// An IDX images file (`train-images-idx3-ubyte`, unpacked).
-    pub path: PathBuf,
 }
 
 fn yes() -> bool {

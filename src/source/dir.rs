@@ -7,9 +7,64 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ReadLater, SourceError, StopFlag, read_file};
+use serde::Deserialize;
 
-pub(super) fn run(
+use super::{Problem, ReadLater, SourceError, SourceKind, StopFlag, Visit, read_file};
+
+/// File extensions read by the `dir` source unless the pipeline lists its own.
+pub const DEFAULT_EXTENSIONS: &[&str] =
+    &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// `[source] kind = "dir"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirConfig {
+    /// The folder to walk (relative paths are relative to the pipeline file).
+    pub path: PathBuf,
+    /// Extensions of the files read, without the dot, any case (checked: lowercase, no dot).
+    #[serde(default = "default_extensions")]
+    pub extensions: Vec<String>,
+    /// Walk subfolders too.
+    #[serde(default = "yes")]
+    pub recursive: bool,
+}
+
+fn default_extensions() -> Vec<String> {
+    DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SourceKind for DirConfig {
+    fn check(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.path = resolve(&self.path);
+        if !self.path.is_dir() {
+            problems.push((
+                "source.path",
+                format!("{} is not a folder", self.path.display()),
+            ));
+        }
+        if self.extensions.is_empty() {
+            problems.push((
+                "source.extensions",
+                "is empty: no file would be read".to_string(),
+            ));
+        }
+        for e in &mut self.extensions {
+            *e = e.trim_start_matches('.').to_ascii_lowercase();
+        }
+        problems
+    }
+
+    fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
+        run(&self.path, &self.extensions, self.recursive, stop, visit)
+    }
+}
+
+fn run(
     root: &Path,
     extensions: &[String],
     recursive: bool,
@@ -44,7 +99,8 @@ pub(super) fn run(
 
 /// Lists one folder as `(key, path, is_dir)`, sorted so that popping gives byte order of keys.
 fn list(dir: &Path, prefix: &str) -> Result<Vec<(String, PathBuf, bool)>, SourceError> {
-    let walk_err = |e: std::io::Error| SourceError::Walk {
+    let walk_err = |e: std::io::Error| SourceError::Input {
+        action: "list",
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
@@ -90,14 +146,16 @@ fn has_extension(key: &str, extensions: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{Emit, Order, SourceSpec};
+    use crate::source::{Emit, Order, SourceConfig};
 
     fn walk(root: &Path, exts: &[String], recursive: bool, stop: &StopFlag, out: &mut dyn Emit) {
-        let spec = SourceSpec::Dir {
-            root: root.to_path_buf(),
+        let spec = SourceConfig::Dir(DirConfig {
+            path: root.to_path_buf(),
             extensions: exts.to_vec(),
             recursive,
-        };
+        })
+        .check(&Path::to_path_buf)
+        .unwrap();
         crate::source::run(&spec, Order::default(), stop, out).unwrap();
     }
 
@@ -163,5 +221,24 @@ mod tests {
         let mut e = StopAfter(0, &stop);
         walk(t.path(), &["png".to_string()], true, &stop, &mut e);
         assert_eq!(e.0, 3);
+    }
+
+    #[test]
+    fn check_resolves_the_folder_and_normalises_extensions() {
+        let t = tempfile::tempdir().unwrap();
+        let resolve = |p: &Path| t.path().join(p);
+        let mut config: DirConfig =
+            toml::from_str("path = \".\"\nextensions = [\".JPG\"]").unwrap();
+        assert!(config.check(&resolve).is_empty());
+        assert_eq!(config.extensions, ["jpg"]);
+        assert_eq!(config.path, t.path().join("."));
+
+        let mut config: DirConfig = toml::from_str("path = \"nowhere\"\nextensions = []").unwrap();
+        let fields: Vec<_> = config.check(&resolve).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["source.path", "source.extensions"]);
+
+        let config: DirConfig = toml::from_str("path = \"x\"").unwrap();
+        assert_eq!(config.extensions, DEFAULT_EXTENSIONS);
+        assert!(config.recursive);
     }
 }

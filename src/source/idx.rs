@@ -10,20 +10,41 @@
 //! The file is read into memory once (Fashion-MNIST's training set is 47 MB); the header is checked
 //! against the file size before anything is emitted.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ReadLater, SourceError, StopFlag};
+use serde::Deserialize;
+
+use super::{Problem, ReadLater, SourceError, SourceKind, StopFlag, Visit, check_file};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const HEADER: usize = 16;
 
-pub(super) fn run(
+/// `[source] kind = "idx"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdxConfig {
+    /// An IDX images file (`train-images-idx3-ubyte`, unpacked).
+    pub path: PathBuf,
+}
+
+impl SourceKind for IdxConfig {
+    fn check(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem> {
+        check_file(&mut self.path, "IDX file", resolve)
+    }
+
+    fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
+        run(&self.path, stop, visit)
+    }
+}
+
+fn run(
     file: &Path,
     stop: &StopFlag,
     out: &mut dyn FnMut(String, ReadLater) -> bool,
 ) -> Result<(), SourceError> {
-    let err = |reason: String| SourceError::Idx {
+    let err = |reason: String| SourceError::Input {
+        action: "read the IDX file",
         path: file.to_path_buf(),
         reason,
     };
@@ -100,7 +121,7 @@ fn pgm(pixels: &[u8], rows: usize, cols: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{Emit, Order, SourceSpec};
+    use crate::source::{Emit, Order, SourceConfig};
 
     /// Writes an IDX images file of `count` images of 2×3 where image i is filled with i.
     pub(crate) fn write_idx(path: &Path, count: u32) {
@@ -124,9 +145,11 @@ mod tests {
 
     fn read(path: &Path, order: Order) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
         let mut c = Collect(vec![]);
-        let spec = SourceSpec::Idx {
-            file: path.to_path_buf(),
-        };
+        let spec = SourceConfig::Idx(IdxConfig {
+            path: path.to_path_buf(),
+        })
+        .check(&Path::to_path_buf)
+        .unwrap();
         crate::source::run(&spec, order, &StopFlag::default(), &mut c)?;
         Ok(c.0)
     }

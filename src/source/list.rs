@@ -7,16 +7,37 @@
 
 use std::collections::HashSet;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{ReadLater, SourceError, StopFlag, read_file};
+use serde::Deserialize;
 
-pub(super) fn run(
+use super::{Problem, ReadLater, SourceError, SourceKind, StopFlag, Visit, check_file, read_file};
+
+/// `[source] kind = "list"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    /// A text file with one image path per line (relative paths are relative to the list file).
+    pub path: PathBuf,
+}
+
+impl SourceKind for ListConfig {
+    fn check(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem> {
+        check_file(&mut self.path, "list file", resolve)
+    }
+
+    fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
+        run(&self.path, stop, visit)
+    }
+}
+
+fn run(
     file: &Path,
     stop: &StopFlag,
     out: &mut dyn FnMut(String, ReadLater) -> bool,
 ) -> Result<(), SourceError> {
-    let list_err = |e: std::io::Error| SourceError::List {
+    let list_err = |e: std::io::Error| SourceError::Input {
+        action: "read the list file",
         path: file.to_path_buf(),
         reason: e.to_string(),
     };
@@ -69,7 +90,7 @@ fn fingerprint(key: &str) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{Emit, Order, SourceSpec};
+    use crate::source::{Emit, Order, SourceConfig};
 
     #[test]
     fn reads_listed_files_relative_to_the_list_and_flags_duplicates() {
@@ -85,7 +106,9 @@ mod tests {
                 true
             }
         }
-        let spec = SourceSpec::List { file: list };
+        let spec = SourceConfig::List(ListConfig { path: list })
+            .check(&Path::to_path_buf)
+            .unwrap();
         crate::source::run(
             &spec,
             Order::default(),

@@ -12,37 +12,96 @@
 //!   a pure function of a seed (training), and how many leading samples to pass over without
 //!   reading them (resuming). Shuffling holds at most [`SHUFFLE_WINDOW`] *unread* entries (a path
 //!   or a record number each, never image bytes), so memory stays bounded on any input.
+//! - A [`SourceSpec`] only comes out of [`SourceConfig::check`]: the engine runs checked settings
+//!   and never validates them again.
 //!
-//! A new source kind is one new file here, one [`SourceSpec`] variant and one match arm. A kind
-//! lists entries (a key and a way to read the bytes later); reading happens here, in pass order.
+//! A new source kind is one new file here holding its `[source]` settings (a serde struct that
+//! denies unknown fields) and their [`SourceKind`] impl — checking the settings and listing the
+//! entries of one pass (a key and a way to read the bytes later) — plus one line in the
+//! `sources!` registry below, which declares its [`SourceConfig`] variant and its `kind` name.
+//! Reading happens here, in pass order; `config` only calls [`SourceConfig::check`].
 
-mod dir;
-mod idx;
-mod list;
+pub mod dir;
+pub mod idx;
+pub mod list;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::Deserialize;
 use thiserror::Error;
 
-/// File extensions read by the `dir` source unless the pipeline lists its own.
-pub const DEFAULT_EXTENSIONS: &[&str] =
-    &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+pub use dir::DEFAULT_EXTENSIONS;
 
-/// A validated source description (built by `config`).
+/// A problem in the `[source]` section: the dotted field (`source.path`) and what is wrong.
+pub type Problem = (&'static str, String);
+
+/// What every source kind's `[source]` settings implement.
+pub trait SourceKind {
+    /// Makes relative paths absolute with `resolve` (relative to the pipeline file), normalises
+    /// the settings and reports every problem with them. Runs once, before any pass.
+    fn check(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem>;
+    /// Lists the entries of one pass in the source's own order: a key and a way to read the bytes
+    /// later, handed to `visit` until it returns `false` or `stop` is set. Nothing is read here
+    /// but what listing needs.
+    fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError>;
+}
+
+/// Declares [`SourceConfig`], one variant per source kind, each with its config name.
+macro_rules! sources {
+    ($($variant:ident($config:ty) = $name:literal,)*) => {
+        /// `[source]` in a pipeline: the kind, tagged by `kind`, with its own settings.
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum SourceConfig {
+            $(#[serde(rename = $name)] $variant($config),)*
+        }
+
+        impl SourceConfig {
+            fn kind(&self) -> &dyn SourceKind {
+                match self {
+                    $(SourceConfig::$variant(c) => c,)*
+                }
+            }
+            fn kind_mut(&mut self) -> &mut dyn SourceKind {
+                match self {
+                    $(SourceConfig::$variant(c) => c,)*
+                }
+            }
+        }
+    };
+}
+
+// The registry: one line per source kind.
+sources! {
+    Dir(dir::DirConfig) = "dir",
+    List(list::ListConfig) = "list",
+    Idx(idx::IdxConfig) = "idx",
+}
+
+impl SourceConfig {
+    /// Resolves relative paths and checks the settings (see [`SourceKind::check`]): the spec the
+    /// engine runs, or every problem found.
+    pub fn check(mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<SourceSpec, Vec<Problem>> {
+        let problems = self.kind_mut().check(resolve);
+        if problems.is_empty() {
+            Ok(SourceSpec(self))
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// A checked source description (built by [`SourceConfig::check`], which `config` calls).
 #[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    /// Every file under `root` whose extension is in `extensions`, in sorted path order.
-    Dir {
-        root: PathBuf,
-        extensions: Vec<String>,
-        recursive: bool,
-    },
-    /// The paths listed in a text file, one per line.
-    List { file: PathBuf },
-    /// The images of an IDX file (MNIST / Fashion-MNIST layout), one sample per record.
-    Idx { file: PathBuf },
+pub struct SourceSpec(SourceConfig);
+
+impl SourceSpec {
+    /// Lists the entries of one pass in the source's own order.
+    fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
+        self.0.kind().list(stop, visit)
+    }
 }
 
 /// One input image as read from its source.
@@ -59,12 +118,14 @@ pub struct Sample {
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("cannot list {path}: {reason}")]
-    Walk { path: PathBuf, reason: String },
-    #[error("cannot read the list file {path}: {reason}")]
-    List { path: PathBuf, reason: String },
-    #[error("cannot read the IDX file {path}: {reason}")]
-    Idx { path: PathBuf, reason: String },
+    /// A kind could not list its input (`action`: "list", "read the IDX file", …). This ends the
+    /// pass; an entry that cannot be read does not (it becomes an error sample).
+    #[error("cannot {action} {path}: {reason}")]
+    Input {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// Set once to stop the source at the next sample boundary (Ctrl-C).
@@ -125,7 +186,7 @@ impl Holdout {
         stop: &StopFlag,
     ) -> Result<(Self, u64, u64), SourceError> {
         let mut hashes = Vec::new();
-        list(spec, stop, &mut |key, _| {
+        spec.list(stop, &mut |key, _| {
             hashes.push(Self::hash(&key));
             true
         })?;
@@ -165,7 +226,10 @@ impl Subset {
 pub const SHUFFLE_WINDOW: usize = 65_536;
 
 /// Reads an entry's bytes when its turn comes (never earlier: skipped entries are never read).
-pub(crate) type ReadLater = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
+pub type ReadLater = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
+
+/// Takes one listed entry (its key and how to read it); `false` ends the listing.
+pub type Visit<'a> = &'a mut dyn FnMut(String, ReadLater) -> bool;
 
 /// Runs one pass of the source on the calling thread: lists the entries, puts them in `order`,
 /// reads and emits each in turn. Blocking by design: file reads are blocking syscalls, and a
@@ -184,26 +248,9 @@ pub fn run(
         stop,
         closed: false,
     };
-    list(spec, stop, &mut |key, read| pass.push(key, read))?;
+    spec.list(stop, &mut |key, read| pass.push(key, read))?;
     pass.flush();
     Ok(())
-}
-
-/// Lists the entries of one pass in the source's own order.
-fn list(
-    spec: &SourceSpec,
-    stop: &StopFlag,
-    visit: &mut dyn FnMut(String, ReadLater) -> bool,
-) -> Result<(), SourceError> {
-    match spec {
-        SourceSpec::Dir {
-            root,
-            extensions,
-            recursive,
-        } => dir::run(root, extensions, *recursive, stop, visit),
-        SourceSpec::List { file } => list::run(file, stop, visit),
-        SourceSpec::Idx { file } => idx::run(file, stop, visit),
-    }
 }
 
 /// One pass in progress: orders the listed entries, skips, reads and emits.
@@ -268,6 +315,75 @@ impl Pass<'_> {
 }
 
 /// Reads a whole file, describing a failure in words for the errors file.
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The check of a kind that reads one file at `source.path`: resolves it and reports it unless it
+/// is a file (`what` names it in the message: "list file", "IDX file").
+fn check_file(path: &mut PathBuf, what: &str, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem> {
+    *path = resolve(path);
+    if path.is_file() {
+        Vec::new()
+    } else {
+        vec![(
+            "source.path",
+            format!("{what} {} does not exist", path.display()),
+        )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<SourceConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_registry_names_every_kind_and_each_kind_denies_unknown_keys() {
+        let e = config("kind = \"tar\"\npath = \"x\"").unwrap_err();
+        assert!(
+            e.contains("unknown variant `tar`, expected one of `dir`, `list`, `idx`"),
+            "{e}"
+        );
+        let e = config("kind = \"list\"\npath = \"x\"\nrecursive = true").unwrap_err();
+        assert!(e.contains("unknown field `recursive`"), "{e}");
+        assert!(matches!(
+            config("kind = \"idx\"\npath = \"x\""),
+            Ok(SourceConfig::Idx(_))
+        ));
+    }
+
+    #[test]
+    fn check_resolves_paths_and_reports_every_problem_with_its_field() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("list.txt"), "a.png\n").unwrap();
+        let resolve = |p: &Path| t.path().join(p);
+        let spec = config("kind = \"list\"\npath = \"list.txt\"")
+            .unwrap()
+            .check(&resolve)
+            .unwrap();
+        assert_eq!(
+            spec.0,
+            SourceConfig::List(list::ListConfig {
+                path: t.path().join("list.txt")
+            })
+        );
+        let problems = config("kind = \"idx\"\npath = \"missing\"")
+            .unwrap()
+            .check(&resolve)
+            .unwrap_err();
+        assert_eq!(
+            problems,
+            [(
+                "source.path",
+                format!(
+                    "IDX file {} does not exist",
+                    t.path().join("missing").display()
+                )
+            )]
+        );
+    }
 }
