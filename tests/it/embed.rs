@@ -459,12 +459,14 @@ fn a_second_ctrl_c_aborts_and_leaves_only_tmp_files() {
     for i in 0..3000 {
         std::fs::write(images.join(format!("{i:05}.jpg")), jpeg.get_ref()).unwrap();
     }
-    // Large working size and batch: draining after the first Ctrl-C takes long enough to press again.
+    // A wide encoder at a large working size with a large batch and queue: while the first batch
+    // runs, decoded images pile up in the queue, so after the first Ctrl-C a batch of them is still
+    // to embed and draining takes long enough (about a second) to press again.
     let p = pipeline(
         t.path(),
         "slow.toml",
         &format!(
-            "[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 224\n[embed]\nbatch_size = 64\n[output]\ndir = \"{}\"\nrow_group_rows = 64\n",
+            "[pipeline]\nqueue = 1024\n[source]\nkind = \"dir\"\npath = \"{}\"\n[decode]\nsize = 224\n[model]\nkind = \"builtin\"\nwidth = 64\n[embed]\nbatch_size = 256\n[output]\ndir = \"{}\"\nrow_group_rows = 64\n",
             images.display(),
             out.display()
         ),
