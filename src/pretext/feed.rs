@@ -8,9 +8,23 @@
 //! [`TrainingContract::fill`]: super::training::TrainingContract::fill
 
 use super::TensorData;
-use super::training::{PixelNorm, Slot};
 use crate::train::loss::LABELS_INPUT;
 use crate::train::{BatchInputs, TrainError};
+
+/// The pipeline's pixel normalisation (`(v/255 − mean[c]) / std[c]`), as the feed and the drawing
+/// of predictions need it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelNorm {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Slot `index` of a batch of `batch` samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub index: usize,
+    pub batch: usize,
+}
 
 /// The encoder's image input of the train step.
 pub const IMAGES: &str = crate::model::encoder::IMAGES_INPUT;

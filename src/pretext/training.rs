@@ -16,25 +16,11 @@
 //! or a silently shifted batch.
 
 use super::baseline::Baseline;
+pub use super::feed::{PixelNorm, Slot};
 use super::{PretextSample, PretextTask, feed, heads};
 use crate::model::{EncoderSpec, GraphBuilder, Layer, ModelError};
 use crate::pretext::PretextError;
 use crate::train::{BatchInputs, InputLayout, Loss, Optimizer, Tap, TrainError, TrainSpec};
-
-/// The pipeline's pixel normalisation (`(v/255 − mean[c]) / std[c]`), as the feed and the drawing
-/// of predictions need it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PixelNorm {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-/// Slot `index` of a batch of `batch` samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot {
-    pub index: usize,
-    pub batch: usize,
-}
 
 /// What the pipeline tells a task about the network it will train.
 #[derive(Debug, Clone, Copy)]
