@@ -1,6 +1,9 @@
-//! The engine: wires source → decode workers (with the per-image preparation fused on the same
-//! thread) → a consumer — the embed stage (ONNX Runtime) and its Parquet sink, or the pretext
-//! export — with bounded channels, runs them, and reports what happened.
+//! The engine's wiring: for the run's [`Mode`] it connects source → decode workers (with the
+//! mode's per-image preparation fused on the same thread) → the one ordered consumer loop
+//! (`consume.rs`) driving the mode's consumer — the embed stage (ONNX Runtime) and its sink
+//! thread, the pretext-dataset export, or a pretraining session (`crate::pretrain`) — with
+//! bounded channels, runs them under Ctrl-C supervision, and reports what happened. What the
+//! stages compute lives in the modules they call; this module holds threads, channels and order.
 //!
 //! Guarantees:
 //! - Memory is bounded by channel capacities (and one batch, one row group), never by the input.
@@ -144,7 +147,10 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
             )]));
         }
         if let Err(e) = crate::runtime::environment(plan.runtime.library.as_deref()) {
-            return Err(ConfigErrors(vec![problem("runtime", e.to_string())]));
+            return Err(ConfigErrors(vec![problem(
+                "runtime",
+                crate::error::chain(&e),
+            )]));
         }
         return Ok(());
     }
@@ -155,7 +161,7 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
                 crate::runtime::RuntimeError::CudaUnavailable { .. } => "runtime.device",
                 _ => "runtime",
             };
-            Err(ConfigErrors(vec![problem(field, e.to_string())]))
+            Err(ConfigErrors(vec![problem(field, crate::error::chain(&e))]))
         }
         Err(e @ (PipelineError::ModelSignature { .. } | PipelineError::Model(_))) => {
             let field = if matches!(plan.model, ModelSpec::Onnx { .. }) {
@@ -163,9 +169,9 @@ pub fn validate(plan: &Pipeline) -> Result<(), ConfigErrors> {
             } else {
                 "model"
             };
-            Err(ConfigErrors(vec![problem(field, e.to_string())]))
+            Err(ConfigErrors(vec![problem(field, crate::error::chain(&e))]))
         }
-        Err(e) => Err(ConfigErrors(vec![problem("", e.to_string())])),
+        Err(e) => Err(ConfigErrors(vec![problem("", crate::error::chain(&e))])),
     }
 }
 
