@@ -65,6 +65,26 @@ enum Command {
     },
     /// Evaluate features against labels: linear probe and kNN, accuracy and confusion matrices.
     Eval(sslpipe::eval::cli::EvalArgs),
+    /// Write a Feast feature repository (feature_store.yaml + definitions) for a feature output.
+    Feast {
+        /// The feature folder (`part-*.parquet`) or one feature file.
+        features: PathBuf,
+        /// The repository folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Feast project name.
+        #[arg(long, default_value = "sslpipe")]
+        project: String,
+        /// FeatureView name (and the definitions file's name).
+        #[arg(long, default_value = "embeddings")]
+        view: String,
+        /// Entity name (its join key is `key`).
+        #[arg(long, default_value = "image")]
+        entity: String,
+        /// Days an entity's newest row stays servable.
+        #[arg(long, default_value_t = 3650)]
+        ttl_days: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +164,34 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 out.display(),
                 keys.len(),
                 keys.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Feast {
+            features,
+            out,
+            project,
+            view,
+            entity,
+            ttl_days,
+        } => {
+            let spec = sslpipe::sink::feast::FeastRepoSpec {
+                features,
+                out,
+                project,
+                view,
+                entity,
+                ttl_days,
+            };
+            let repo = sslpipe::sink::feast::write_repo(&spec)?;
+            for file in &repo.files {
+                println!("wrote {}", file.display());
+            }
+            eprintln!(
+                "{} part file(s), embedding of {} values; next: `feast apply` in {}",
+                repo.parts,
+                repo.dim.map_or("varying".to_string(), |d| d.to_string()),
+                spec.out.display()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -15,6 +15,7 @@
 //! ([`FeatureRows`] for features), and one arm where the run picks its sink.
 
 mod errors_file;
+pub mod feast;
 mod features;
 pub mod inspect;
 mod parts;

@@ -4,6 +4,7 @@
 mod cli;
 mod embed;
 mod eval;
+mod feast;
 mod pipelines;
 mod pretext;
 mod pretrain;
