@@ -24,6 +24,7 @@
 pub mod dir;
 pub mod idx;
 pub mod list;
+pub mod tar;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,6 +79,7 @@ sources! {
     Dir(dir::DirConfig) = "dir",
     List(list::ListConfig) = "list",
     Idx(idx::IdxConfig) = "idx",
+    Tar(tar::TarConfig) = "tar",
 }
 
 impl SourceConfig {
@@ -343,9 +345,9 @@ mod tests {
 
     #[test]
     fn the_registry_names_every_kind_and_each_kind_denies_unknown_keys() {
-        let e = config("kind = \"tar\"\npath = \"x\"").unwrap_err();
+        let e = config("kind = \"zip\"\npath = \"x\"").unwrap_err();
         assert!(
-            e.contains("unknown variant `tar`, expected one of `dir`, `list`, `idx`"),
+            e.contains("unknown variant `zip`, expected one of `dir`, `list`, `idx`, `tar`"),
             "{e}"
         );
         let e = config("kind = \"list\"\npath = \"x\"\nrecursive = true").unwrap_err();

@@ -7,4 +7,5 @@ mod eval;
 mod pipelines;
 mod pretext;
 mod pretrain;
+mod sources;
 mod support;
