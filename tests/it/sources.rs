@@ -1,6 +1,8 @@
 //! The `tar` and `stdin` sources end to end: shards and piped input → Parquet rows and errors.
 
+use std::io::Write;
 use std::path::Path;
+use std::process::Stdio;
 
 use crate::support::*;
 
@@ -236,4 +238,181 @@ fn tree(root: &Path) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// Runs `sslpipe run --json -q p` in `cwd` with `input` piped to its standard input.
+fn run_piped(cwd: &Path, p: &Path, input: Vec<u8>) -> serde_json::Value {
+    let mut child = sslpipe()
+        .args(["run", "--json", "-q", p.to_str().unwrap()])
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input); // the run may stop reading early; that is its business
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "run failed: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+#[test]
+fn stdin_paths_reads_the_piped_paths_relative_to_the_working_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    let (_, broken) = mixed_folder(&images);
+    let out = t.path().join("out");
+    let p = source_pipeline(
+        t.path(),
+        "p.toml",
+        "kind = \"stdin\"\nformat = \"paths\"",
+        &out,
+    );
+    let listed = format!(
+        "images/b.png\n# comment\n{}\nimages/{}\nimages/missing.jpg\nimages/b.png\n",
+        images.join("a.jpg").display(),
+        broken[0]
+    );
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let s = run_piped(t.path(), &p, listed.clone().into_bytes());
+        assert_eq!(s["images"]["read"], 5);
+        runs.push(read_features(&out));
+        let errors: Vec<String> = read_errors(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            errors,
+            [
+                format!("images/{}", broken[0]),
+                "images/missing.jpg".into(),
+                "images/b.png".into()
+            ]
+        );
+    }
+    let keys: Vec<&str> = runs[0].iter().map(|r| r.key.as_str()).collect();
+    let absolute = images.join("a.jpg").display().to_string();
+    assert_eq!(keys, ["images/b.png", absolute.as_str()]);
+    assert_eq!(runs[0], runs[1], "stable keys and rows between runs");
+
+    // Empty input: nothing read, a successful run.
+    let s = run_piped(t.path(), &p, Vec::new());
+    assert_eq!(s["images"]["read"], 0);
+}
+
+#[test]
+fn stdin_tar_reads_concatenated_shards_like_the_tar_source() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("images");
+    let (good, broken) = mixed_folder(&images);
+    let mut members = members_of(&images, &good, &broken);
+    let second = members.split_off(8);
+    shard(&t.path().join("s-0.tar"), &members);
+    shard(&t.path().join("s-1.tar"), &second);
+    let mut stream = std::fs::read(t.path().join("s-0.tar")).unwrap();
+    stream.extend(std::fs::read(t.path().join("s-1.tar")).unwrap());
+    // A repeated member: its key is taken, so it is an error record.
+    let mut b = tar::Builder::new(Vec::new());
+    let again = std::fs::read(images.join("a.jpg")).unwrap();
+    b.append(
+        &header("a.jpg", again.len(), tar::EntryType::Regular, ""),
+        &again[..],
+    )
+    .unwrap();
+    stream.extend(b.into_inner().unwrap());
+
+    let out = t.path().join("out");
+    let p = source_pipeline(
+        t.path(),
+        "p.toml",
+        "kind = \"stdin\"\nformat = \"tar\"",
+        &out,
+    );
+    let first = {
+        let s = run_piped(t.path(), &p, stream.clone());
+        assert_eq!(s["images"]["ok"], good.len());
+        assert_eq!(s["images"]["failed"], broken.len() + 1);
+        read_features(&out)
+    };
+    let keys: Vec<String> = first.iter().map(|r| r.key.clone()).collect();
+    let expected: Vec<String> = good
+        .iter()
+        .map(|k| without_extension(k).to_string())
+        .collect();
+    assert_eq!(
+        keys, expected,
+        "member paths without extension, in stream order"
+    );
+    let errors = read_errors(&out);
+    assert_eq!(errors.last().unwrap().0, "a");
+    assert!(errors.last().unwrap().2.contains("repeats"));
+    run_piped(t.path(), &p, stream);
+    assert_eq!(read_features(&out), first, "stable between runs");
+
+    let s = run_piped(t.path(), &p, Vec::new());
+    assert_eq!(s["images"]["read"], 0, "empty input");
+    // The tar source over the same shards gives the same rows, keyed by shard.
+    let tar_out = t.path().join("tar-out");
+    let p = source_pipeline(
+        t.path(),
+        "t.toml",
+        "kind = \"tar\"\npaths = [\"s-*.tar\"]",
+        &tar_out,
+    );
+    run_json(&p);
+    let rows = read_features(&tar_out);
+    assert_eq!(rows.len(), first.len());
+    for (a, b) in rows.iter().zip(&first) {
+        assert!(
+            a.key.ends_with(&format!("/{}", b.key)),
+            "{} {}",
+            a.key,
+            b.key
+        );
+        assert_eq!(a.embedding, b.embedding);
+    }
+}
+
+#[test]
+fn stdin_refuses_pipelines_that_would_read_it_twice() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let export = pipeline(
+        t.path(),
+        "export.toml",
+        &format!(
+            "[source]\nkind = \"stdin\"\nformat = \"paths\"\n[pretext]\nkind = \"rotation\"\n[export]\nepochs = 3\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let v = run_cli(&["validate", export.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(2));
+    let err = text(&v.stderr);
+    assert!(
+        err.contains("export.toml:2: source.kind: is single-pass (standard input can be read only once), but `[export] epochs = 3`"),
+        "{err}"
+    );
+    let pretrain = pipeline(
+        t.path(),
+        "pretrain.toml",
+        &format!(
+            "[source]\nkind = \"stdin\"\nformat = \"tar\"\n[pretext]\nkind = \"rotation\"\n[pretrain]\nsteps = 5\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let err = text(&run_cli(&["validate", pretrain.to_str().unwrap()]).stderr);
+    assert!(
+        err.contains("pretrain.toml:2: source.kind: is single-pass")
+            && err.contains("pretraining reads its source several times"),
+        "{err}"
+    );
+    // One export pass is fine.
+    let once = std::fs::read_to_string(&export)
+        .unwrap()
+        .replace("epochs = 3", "epochs = 1");
+    std::fs::write(&export, once).unwrap();
+    let v = run_cli(&["validate", export.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
 }
