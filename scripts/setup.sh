@@ -12,6 +12,8 @@
 #    code needs at build time. scripts/build-env.sh puts it on PATH for the
 #    scripts that build. If apt cannot provide it, setup says so and goes on:
 #    the decoder is then built in plain C (same pixels, slower).
+# 4. Packs data/photos into two tar shards, data/shards/photos-00000{0,1}.tar
+#    (read by pipelines/embed-tar.toml).
 #
 # Guarantees: nothing is installed into any Python environment (wheels are only
 # downloaded and unzipped); wheels are checked against pinned sha256 sums; each
@@ -172,4 +174,33 @@ elif command -v apt-get >/dev/null 2>&1 && mkdir -p "$TMP/nasm" && apt_download 
   say "nasm: unpacked $(basename "$DEB") into $NASM_DIR/bin"
 else
   say "nasm: not available from apt; the JPEG decoder will be built without SIMD (slower)"
+fi
+
+# ---- 4. The sample photos as tar shards (WebDataset layout) ---------------
+# pipelines/embed-tar.toml reads them: data/photos packed, in sorted name order, into two shards
+# of 8 (photos-000000.tar, photos-000001.tar), members named <photo> with their extension, fixed
+# owner and time so that the shards are the same bytes on every machine.
+SHARDS_DIR=$SSLPIPE_REPO/data/shards
+if [ -s "$SHARDS_DIR/photos-000000.tar" ] && [ -s "$SHARDS_DIR/photos-000001.tar" ]; then
+  say "photo shards: already present in $SHARDS_DIR"
+else
+  mkdir -p "$SHARDS_DIR"
+  python3 - "$PHOTOS_DIR" "$SHARDS_DIR" <<'PY'
+import os, sys, tarfile
+photos, shards = sys.argv[1], sys.argv[2]
+names = sorted(n for n in os.listdir(photos) if n.lower().endswith((".png", ".jpg")))
+for i in range(2):
+    final = os.path.join(shards, f"photos-{i:06d}.tar")
+    with tarfile.open(final + ".tmp", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in names[i * 8:(i + 1) * 8]:
+            info = tar.gettarinfo(os.path.join(photos, name), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o644
+            with open(os.path.join(photos, name), "rb") as f:
+                tar.addfile(info, f)
+    os.replace(final + ".tmp", final)
+PY
+  say "photo shards: packed data/photos into $SHARDS_DIR/photos-00000{0,1}.tar"
 fi

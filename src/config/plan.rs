@@ -299,6 +299,24 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
         );
     }
 
+    if let Some(why) = source.as_ref().and_then(SourceSpec::single_pass) {
+        if pretrain.is_some() {
+            problems.add(
+                "source.kind",
+                format!(
+                    "is single-pass ({why}), but pretraining reads its source several times (once for the held-out set, then once per epoch); save the input first (`kind = \"tar\"` for a tar stream, `kind = \"list\"` for paths) and pretrain on that"
+                ),
+            );
+        } else if let Some(epochs) = export.filter(|&e| e > 1) {
+            problems.add(
+                "source.kind",
+                format!(
+                    "is single-pass ({why}), but `[export] epochs = {epochs}` reads the source {epochs} times; use epochs = 1, or save the input first (`kind = \"tar\"` or `kind = \"list\"`)"
+                ),
+            );
+        }
+    }
+
     problems.finish()?;
     let (Some(source), Some(model), Some(runtime), Some(output)) = (source, model, runtime, output)
     else {

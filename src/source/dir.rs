@@ -29,7 +29,20 @@ pub struct DirConfig {
     pub recursive: bool,
 }
 
-fn default_extensions() -> Vec<String> {
+/// Normalises `source.extensions` (lowercase, no dot) and reports it if empty.
+pub(super) fn check_extensions(extensions: &mut [String]) -> Option<Problem> {
+    for e in extensions.iter_mut() {
+        *e = e.trim_start_matches('.').to_ascii_lowercase();
+    }
+    extensions.is_empty().then(|| {
+        (
+            "source.extensions",
+            "is empty: no file would be read".to_string(),
+        )
+    })
+}
+
+pub(super) fn default_extensions() -> Vec<String> {
     DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect()
 }
 
@@ -47,15 +60,7 @@ impl SourceKind for DirConfig {
                 format!("{} is not a folder", self.path.display()),
             ));
         }
-        if self.extensions.is_empty() {
-            problems.push((
-                "source.extensions",
-                "is empty: no file would be read".to_string(),
-            ));
-        }
-        for e in &mut self.extensions {
-            *e = e.trim_start_matches('.').to_ascii_lowercase();
-        }
+        problems.extend(check_extensions(&mut self.extensions));
         problems
     }
 
@@ -136,7 +141,7 @@ fn list(dir: &Path, prefix: &str) -> Result<Vec<(String, PathBuf, bool)>, Source
     Ok(entries)
 }
 
-fn has_extension(key: &str, extensions: &[String]) -> bool {
+pub(super) fn has_extension(key: &str, extensions: &[String]) -> bool {
     let Some((_, ext)) = key.rsplit_once('.') else {
         return false;
     };

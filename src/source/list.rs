@@ -36,27 +36,48 @@ fn run(
     stop: &StopFlag,
     out: &mut dyn FnMut(String, ReadLater) -> bool,
 ) -> Result<(), SourceError> {
-    let list_err = |e: std::io::Error| SourceError::Input {
+    let reader = std::fs::File::open(file).map_err(|e| SourceError::Input {
         action: "read the list file",
         path: file.to_path_buf(),
         reason: e.to_string(),
-    };
-    let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(list_err)?);
+    })?;
     let base = file.parent().unwrap_or(Path::new(""));
+    let origin = Origin {
+        action: "read the list file",
+        path: file,
+    };
+    read_paths(std::io::BufReader::new(reader), base, origin, stop, out)
+}
+
+/// Where a list of paths comes from, for messages: the failed action and the file (or `-`).
+pub(super) struct Origin<'a> {
+    pub action: &'static str,
+    pub path: &'a Path,
+}
+
+/// Lists the image paths read from `reader`, one per line (blank lines and `#` comments
+/// ignored), each keyed as written; relative paths are relative to `base`. A path listed again is
+/// an error record. Shared by `list` and `stdin` with `format = "paths"`.
+pub(super) fn read_paths(
+    reader: impl BufRead,
+    base: &Path,
+    origin: Origin,
+    stop: &StopFlag,
+    out: &mut dyn FnMut(String, ReadLater) -> bool,
+) -> Result<(), SourceError> {
     // 128-bit fingerprints rather than the keys themselves: a long list costs 16 bytes a line.
     let mut seen: HashSet<u128> = HashSet::new();
-    for line in reader.lines() {
-        let line = line.map_err(list_err)?;
-        let entry = line.trim();
-        if entry.is_empty() || entry.starts_with('#') {
-            continue;
-        }
+    for entry in lines(reader) {
+        let entry = entry.map_err(|e| SourceError::Input {
+            action: origin.action,
+            path: origin.path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         if stop.is_stopped() {
             return Ok(());
         }
-        let key = entry.to_string();
-        let read: ReadLater = if seen.insert(fingerprint(&key)) {
-            let path = Path::new(entry);
+        let read: ReadLater = if seen.insert(fingerprint(&entry)) {
+            let path = Path::new(&entry);
             let path = if path.is_absolute() {
                 path.to_path_buf()
             } else {
@@ -64,17 +85,29 @@ fn run(
             };
             Box::new(move || read_file(&path))
         } else {
-            let reason = format!("listed more than once in {}", file.display());
+            let reason = format!("listed more than once in {}", origin.path.display());
             Box::new(move || Err(reason))
         };
-        if !out(key, read) {
+        if !out(entry, read) {
             return Ok(());
         }
     }
     Ok(())
 }
 
-fn fingerprint(key: &str) -> u128 {
+/// The entries of a list: each line trimmed, blank lines and lines starting with `#` left out.
+pub(super) fn lines(reader: impl BufRead) -> impl Iterator<Item = std::io::Result<String>> {
+    reader.lines().filter_map(|line| match line {
+        Ok(line) => {
+            let entry = line.trim();
+            (!entry.is_empty() && !entry.starts_with('#')).then(|| Ok(entry.to_string()))
+        }
+        Err(e) => Some(Err(e)),
+    })
+}
+
+/// A 128-bit fingerprint of a key, for duplicate checks that do not keep the keys.
+pub(super) fn fingerprint(key: &str) -> u128 {
     // Two independent FNV-1a passes; collisions at 2^-64 per pair are far below any real risk.
     let mut a: u64 = 0xcbf2_9ce4_8422_2325;
     let mut b: u64 = 0x6c62_272e_07bb_0142;

@@ -24,6 +24,8 @@
 pub mod dir;
 pub mod idx;
 pub mod list;
+pub mod stdin;
+pub mod tar;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +48,12 @@ pub trait SourceKind {
     /// later, handed to `visit` until it returns `false` or `stop` is set. Nothing is read here
     /// but what listing needs.
     fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError>;
+    /// Why the input can be listed only once (standard input), or `None` when every pass can list
+    /// it again. `config` refuses a pipeline that would make several passes over a single-pass
+    /// source.
+    fn single_pass(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Declares [`SourceConfig`], one variant per source kind, each with its config name.
@@ -78,6 +86,8 @@ sources! {
     Dir(dir::DirConfig) = "dir",
     List(list::ListConfig) = "list",
     Idx(idx::IdxConfig) = "idx",
+    Tar(tar::TarConfig) = "tar",
+    Stdin(stdin::StdinConfig) = "stdin",
 }
 
 impl SourceConfig {
@@ -98,6 +108,11 @@ impl SourceConfig {
 pub struct SourceSpec(SourceConfig);
 
 impl SourceSpec {
+    /// Why the input can be read only once, if it can (see [`SourceKind::single_pass`]).
+    pub fn single_pass(&self) -> Option<&'static str> {
+        self.0.kind().single_pass()
+    }
+
     /// Lists the entries of one pass in the source's own order.
     fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
         self.0.kind().list(stop, visit)
@@ -343,9 +358,11 @@ mod tests {
 
     #[test]
     fn the_registry_names_every_kind_and_each_kind_denies_unknown_keys() {
-        let e = config("kind = \"tar\"\npath = \"x\"").unwrap_err();
+        let e = config("kind = \"zip\"\npath = \"x\"").unwrap_err();
         assert!(
-            e.contains("unknown variant `tar`, expected one of `dir`, `list`, `idx`"),
+            e.contains(
+                "unknown variant `zip`, expected one of `dir`, `list`, `idx`, `tar`, `stdin`"
+            ),
             "{e}"
         );
         let e = config("kind = \"list\"\npath = \"x\"\nrecursive = true").unwrap_err();

@@ -8,4 +8,5 @@ mod feast;
 mod pipelines;
 mod pretext;
 mod pretrain;
+mod sources;
 mod support;

@@ -118,6 +118,37 @@ fn the_embed_only_pipeline_runs_on_the_bundled_photos() {
 }
 
 #[test]
+fn the_tar_pipeline_gives_the_rows_of_the_folder_pipeline_but_for_their_keys() {
+    photos_present();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("data/shards/photos-000000.tar").is_file(),
+        "data/shards is missing: run scripts/setup.sh first"
+    );
+    let run = |name: &str| {
+        let mut plan = sslpipe::config::load(&root.join("pipelines").join(name)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        plan.output.dir = out.path().to_path_buf();
+        let summary = pipeline::run(&plan, RunOptions::default()).unwrap();
+        assert_eq!(summary.images.failed, 0, "{name}: {summary}");
+        crate::support::read_features(out.path())
+    };
+    let (dir, tar) = (run("embed.toml"), run("embed-tar.toml"));
+    assert_eq!(dir.len(), 16);
+    assert_eq!(tar.len(), dir.len());
+    for (i, (d, t)) in dir.iter().zip(&tar).enumerate() {
+        let stem = d.key.rsplit_once('.').unwrap().0;
+        assert_eq!(t.key, format!("photos-{:06}/{stem}", i / 8));
+        assert_eq!(
+            (&t.embedding, t.width, t.height, &t.model_id),
+            (&d.embedding, d.width, d.height, &d.model_id),
+            "{}",
+            t.key
+        );
+    }
+}
+
+#[test]
 fn every_shipped_pretext_export_runs_on_the_bundled_photos() {
     photos_present();
     for file in shipped().into_iter().filter(|f| {
