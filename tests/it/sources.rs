@@ -416,3 +416,38 @@ fn stdin_refuses_pipelines_that_would_read_it_twice() {
     let v = run_cli(&["validate", export.to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v.stderr));
 }
+
+#[test]
+fn pretraining_streams_tar_shards_again_on_every_epoch() {
+    let t = tempfile::tempdir().unwrap();
+    for s in 0..2 {
+        let members: Vec<(String, Vec<u8>)> = (0..10)
+            .map(|i| {
+                let mut png = std::io::Cursor::new(Vec::new());
+                synthetic(48, 40, s * 10 + i)
+                    .write_to(&mut png, image::ImageFormat::Png)
+                    .unwrap();
+                (format!("{i:06}.png"), png.into_inner())
+            })
+            .collect();
+        shard(&t.path().join(format!("s-{s:06}.tar")), &members);
+    }
+    let out = t.path().join("out");
+    let p = pipeline(
+        t.path(),
+        "pretrain-tar.toml",
+        &format!(
+            "[source]\nkind = \"tar\"\npaths = [\"{}/s-*.tar\"]\n[decode]\nsize = 32\n[pretext]\nkind = \"rotation\"\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\nembedding_dim = 16\n[pretrain]\nepochs = 2\nbatch_size = 4\nholdout = 2\n[embed]\nenabled = false\n[output]\ndir = \"{}\"\n",
+            t.path().display(),
+            out.display()
+        ),
+    );
+    let summary = run_json(&p);
+    let pretrain = &summary["pretrain"];
+    // 20 images, 2 held out: two passes over the other 18 are 36 images, 9 steps of 4 (a batch
+    // may span the end of one pass and the start of the next).
+    assert_eq!(pretrain["images"], 36, "{pretrain}");
+    assert_eq!(pretrain["steps"], 9, "{pretrain}");
+    assert_eq!(pretrain["skipped_images"], 0, "{pretrain}");
+    assert!(out.join("encoder.onnx").is_file());
+}
