@@ -168,7 +168,12 @@ pub struct OutputSpec {
     pub rows_per_file: usize,
     pub row_group_rows: usize,
     pub embedding_type: EmbeddingType,
+    /// Publish rows no later than this after they are computed (also by time, not only by rows).
+    pub roll: Option<std::time::Duration>,
 }
+
+/// `roll_seconds` when a continuous source (a watched folder) leaves it unset.
+pub const DEFAULT_CONTINUOUS_ROLL_SECONDS: f64 = 10.0;
 
 pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     let locator = Locator::new(text);
@@ -318,10 +323,17 @@ pub(super) fn build(file: &Path, text: &str) -> Result<Pipeline, ConfigErrors> {
     }
 
     problems.finish()?;
-    let (Some(source), Some(model), Some(runtime), Some(output)) = (source, model, runtime, output)
+    let (Some(source), Some(model), Some(runtime), Some(mut output)) =
+        (source, model, runtime, output)
     else {
         unreachable!("every None above recorded a problem");
     };
+    if source.continuous() && output.roll.is_none() {
+        // Rows of a stream that never ends must become visible by time, not only by count.
+        output.roll = Some(std::time::Duration::from_secs_f64(
+            DEFAULT_CONTINUOUS_ROLL_SECONDS,
+        ));
+    }
     let mode = match (export, pretrain, pretext) {
         (Some(epochs), None, Some(task)) => Mode::Export { task, epochs },
         (None, Some(spec), Some(task)) => Mode::Pretrain {
@@ -756,11 +768,20 @@ fn check_output(
     if o.row_group_rows == 0 {
         problems.add("output.row_group_rows", "must be at least 1");
     }
+    if let Some(s) = o.roll_seconds
+        && !(0.1..=86_400.0).contains(&s)
+    {
+        problems.add(
+            "output.roll_seconds",
+            format!("{s} is outside 0.1–86,400 seconds"),
+        );
+    }
     Some(OutputSpec {
         dir,
         rows_per_file: o.rows_per_file,
         row_group_rows: o.row_group_rows.min(o.rows_per_file.max(1)),
         embedding_type: o.embedding_type,
+        roll: o.roll_seconds.map(std::time::Duration::from_secs_f64),
     })
 }
 

@@ -195,6 +195,9 @@ pub struct OutputSection {
     /// Embedding column type: `fixed_size_list` (default) or `list` (for readers such as Feast).
     #[serde(default)]
     pub embedding_type: EmbeddingType,
+    /// Publish the open part file once its first row is this many seconds old (default: only by
+    /// rows; 10 s for a watched folder).
+    pub roll_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -15,7 +15,10 @@
 
 use async_channel::Receiver;
 
+use std::time::Duration;
+
 use super::PipelineError;
+use super::engine::{Received, Ticker};
 use super::reorder::Reorder;
 use super::stats::Clock;
 use super::workers::{Decoded, Prepared};
@@ -65,22 +68,42 @@ pub trait Consumer<T> {
     fn before_failing(&mut self, _clock: &mut Clock) -> Result<(), PipelineError> {
         Ok(())
     }
+
+    /// No item arrived for a tick ([`consume`] with `idle`): hand on what is held, so rows of a
+    /// slow stream become visible within a bounded delay.
+    fn idle(&mut self, _clock: &mut Clock) -> Result<(), PipelineError> {
+        Ok(())
+    }
 }
 
 /// Consumes `items` until the input ends or the consumer stops (see the module guarantees).
-/// `stop` is the run's source stop flag, raised when `on_error = "fail"` ends the run.
+/// `stop` is the run's source stop flag, raised when `on_error = "fail"` ends the run. With
+/// `idle`, the consumer's [`Consumer::idle`] runs whenever nothing arrives for that long.
 pub fn consume<T, C: Consumer<T>>(
     items: &Receiver<Decoded<T>>,
     consumer: &mut C,
     on_error: OnError,
     stop: &StopFlag,
     clock: &mut Clock,
+    idle: Option<Duration>,
 ) -> Result<Ended, PipelineError> {
+    let ticker = idle.map(Ticker::new).transpose()?;
     let mut reorder = Reorder::default();
     let mut flow = Flow::Continue;
     while flow == Flow::Continue {
-        let Ok(decoded) = clock.wait_in(|| items.recv_blocking()) else {
-            break;
+        let received = clock.wait_in(|| match &ticker {
+            Some(ticker) => ticker.recv(items),
+            None => items
+                .recv_blocking()
+                .map_or(Received::Closed, Received::Item),
+        });
+        let decoded = match received {
+            Received::Item(decoded) => decoded,
+            Received::Idle => {
+                consumer.idle(clock)?;
+                continue;
+            }
+            Received::Closed => break,
         };
         reorder.push(decoded.seq, decoded, |d: Decoded<T>| {
             if flow == Flow::Stop {
@@ -154,6 +177,12 @@ mod tests {
             self.flushed = true;
             Ok(())
         }
+        fn idle(&mut self, _: &mut Clock) -> Result<(), PipelineError> {
+            if self.seen.last().is_some_and(|s| s != "idle") {
+                self.seen.push("idle".into());
+            }
+            Ok(())
+        }
     }
 
     /// Items `seqs` (in that arrival order); the ones in `bad` failed to decode.
@@ -186,7 +215,15 @@ mod tests {
         let mut log = Log::default();
         let rx = channel(&[2, 0, 3, 1], &[2]);
         let stop = StopFlag::default();
-        let ended = consume(&rx, &mut log, OnError::Skip, &stop, &mut Clock::default()).unwrap();
+        let ended = consume(
+            &rx,
+            &mut log,
+            OnError::Skip,
+            &stop,
+            &mut Clock::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(ended, Ended::Input);
         assert_eq!(log.seen, ["k0", "k1", "bad k2", "k3"]);
         assert!(!stop.is_stopped() && !log.flushed);
@@ -197,7 +234,15 @@ mod tests {
         let mut log = Log::default();
         let rx = channel(&[1, 0, 2], &[1]);
         let stop = StopFlag::default();
-        let e = consume(&rx, &mut log, OnError::Fail, &stop, &mut Clock::default()).unwrap_err();
+        let e = consume(
+            &rx,
+            &mut log,
+            OnError::Fail,
+            &stop,
+            &mut Clock::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(
             matches!(&e, PipelineError::BadImage { key, .. } if key == "k1"),
             "{e}"
@@ -219,6 +264,7 @@ mod tests {
             OnError::Skip,
             &StopFlag::default(),
             &mut Clock::default(),
+            None,
         );
         assert_eq!(ended.unwrap(), Ended::Consumer);
         assert_eq!(log.seen, ["k0", "k1"]);
@@ -230,7 +276,42 @@ mod tests {
             OnError::Skip,
             &StopFlag::default(),
             &mut Clock::default(),
+            None,
         );
         assert!(matches!(e, Err(PipelineError::Lost { count: 1 })));
+    }
+
+    #[test]
+    fn with_an_idle_tick_the_consumer_acts_while_the_input_is_quiet() {
+        let (tx, rx) = async_channel::unbounded();
+        let item = |seq: u64| Decoded {
+            seq,
+            key: format!("k{seq}"),
+            epoch: 0,
+            result: Ok(Prepared {
+                item: 0u32,
+                width: 1,
+                height: 1,
+            }),
+        };
+        tx.send_blocking(item(0)).unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            tx.send_blocking(item(1)).unwrap();
+        });
+        let mut log = Log::default();
+        let idle = Some(Duration::from_millis(20));
+        let stop = StopFlag::default();
+        consume(
+            &rx,
+            &mut log,
+            OnError::Skip,
+            &stop,
+            &mut Clock::default(),
+            idle,
+        )
+        .unwrap();
+        late.join().unwrap();
+        assert_eq!(log.seen, ["k0", "idle", "k1"]);
     }
 }

@@ -156,7 +156,7 @@ fn write(
 ) -> (Written, Result<(), PipelineError>) {
     let mut clock = Clock::default();
     let mut export = Export { out, counters };
-    let mut result = consume(&items, &mut export, on_error, stop, &mut clock).map(drop);
+    let mut result = consume(&items, &mut export, on_error, stop, &mut clock, None).map(drop);
     drop(items);
     let written = export.out.finish(&mut result);
     stage.merge(clock);

@@ -10,6 +10,7 @@
 //! holds a quarter of the bytes (64 images at 224 px: 9.6 MB instead of 38.5 MB).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use ort::value::TensorRef;
@@ -68,6 +69,8 @@ pub struct EmbedStage {
     pub stop: StopFlag,
     pub stage: Arc<Stage>,
     pub counters: Arc<Counters>,
+    /// Embed a partial batch when no image arrived for this long (outputs that roll by time).
+    pub idle_flush: Option<Duration>,
 }
 
 /// The embed stage while it runs: the batch being filled and where full batches go.
@@ -85,7 +88,7 @@ impl EmbedStage {
         input: Receiver<Decoded<Pixels>>,
         output: Sender<SinkMsg<FeatureRows>>,
     ) -> Result<(), PipelineError> {
-        let (on_error, stop) = (self.on_error, self.stop.clone());
+        let (on_error, stop, idle) = (self.on_error, self.stop.clone(), self.idle_flush);
         let stage = self.stage.clone();
         let mut run = Embedding {
             buffer: vec![0.0; self.batch_size * 3 * self.size * self.size],
@@ -95,7 +98,7 @@ impl EmbedStage {
             output,
         };
         let mut clock = Clock::default();
-        let result = consume(&input, &mut run, on_error, &stop, &mut clock)
+        let result = consume(&input, &mut run, on_error, &stop, &mut clock, idle)
             .and_then(|_| run.flush(&mut clock));
         stage.merge(clock);
         result
@@ -139,6 +142,11 @@ impl Consumer<Pixels> for Embedding<'_> {
 
     /// Everything before the bad image is embedded and written; nothing after it.
     fn before_failing(&mut self, clock: &mut Clock) -> Result<(), PipelineError> {
+        self.flush(clock)
+    }
+
+    /// A slow stream: what has arrived is embedded now rather than when the batch fills.
+    fn idle(&mut self, clock: &mut Clock) -> Result<(), PipelineError> {
         self.flush(clock)
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 
@@ -39,6 +39,45 @@ impl Upstream {
 
 pub(crate) fn spawn_err(e: std::io::Error) -> PipelineError {
     PipelineError::Spawn(e)
+}
+
+/// What a receive with a deadline got.
+pub enum Received<T> {
+    Item(T),
+    /// Nothing arrived within the tick: time for a stage's idle work.
+    Idle,
+    Closed,
+}
+
+/// Receives with a deadline, for stages that must act while their input is idle — flush a partial
+/// batch, publish a file by time — when rows must become visible within a bounded delay. One per
+/// thread (a small timer runtime); stages without that need keep their plain blocking receive.
+pub struct Ticker {
+    runtime: tokio::runtime::Runtime,
+    every: Duration,
+}
+
+impl Ticker {
+    pub fn new(every: Duration) -> Result<Self, PipelineError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(PipelineError::Spawn)?;
+        Ok(Self { runtime, every })
+    }
+
+    pub fn recv<T>(&self, rx: &Receiver<T>) -> Received<T> {
+        // The timer is made inside the runtime (it needs its time driver).
+        let every = self.every;
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(every, rx.recv()).await })
+        {
+            Ok(Ok(item)) => Received::Item(item),
+            Ok(Err(_)) => Received::Closed,
+            Err(_) => Received::Idle,
+        }
+    }
 }
 
 /// Which passes over the input a run makes.

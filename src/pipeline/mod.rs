@@ -244,7 +244,19 @@ fn embed_run(
     };
     let out_dir = plan.output.dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| crate::sink::io_err(&out_dir, e))?;
-    crate::sink::remove_previous_outputs(&out_dir)?;
+    // A continuous source (a watched folder) appends: a restart keeps the published rows and
+    // skips their keys. Every other run replaces its output.
+    let mut plan = plan.clone();
+    let continuous = plan.source.continuous();
+    let first_part = if continuous {
+        let published = crate::sink::published_keys(&out_dir)?;
+        plan.source = plan.source.resuming(Arc::new(published));
+        crate::sink::next_part_number(&out_dir)?
+    } else {
+        crate::sink::remove_previous_outputs(&out_dir)?;
+        0
+    };
+    let plan = &plan;
     if matches!(plan.model, ModelSpec::Builtin { .. }) {
         // The encoder that made the features, as a file users can take elsewhere; model_id is its hash.
         crate::sink::write_atomically(&out_dir.join("encoder.onnx"), &encoder.onnx)?;
@@ -261,8 +273,14 @@ fn embed_run(
             _ => "none".to_string(),
         },
         metadata: run_metadata(plan),
+        roll: plan.output.roll,
+        first_part,
     };
-    let out = SinkStage::<FeatureWriter>::open(sink_spec, &out_dir)?;
+    let out = if continuous {
+        SinkStage::<FeatureWriter>::continuing(sink_spec, &out_dir)?
+    } else {
+        SinkStage::<FeatureWriter>::open(sink_spec, &out_dir)?
+    };
 
     let counters = Arc::new(Counters::new("embedded"));
     let stages = summary::Stages::new(plan.workers);
@@ -280,11 +298,17 @@ fn embed_run(
         &stages.decode,
     )?;
     let (sink_tx, sink_rx) = async_channel::bounded(4);
+    // Rows must become visible by time: the sink checks its roll interval on a tick, and the
+    // embed stage embeds a partial batch when its input is idle.
+    let tick = plan
+        .output
+        .roll
+        .map(|roll| (roll / 4).clamp(IDLE_TICK_MIN, IDLE_TICK_MAX));
     let sink = {
         let stage = stages.sink.clone();
         std::thread::Builder::new()
             .name("sink".into())
-            .spawn(move || write::run(out, sink_rx, stage, |rows| rows.keys.len()))
+            .spawn(move || write::run(out, sink_rx, stage, |rows| rows.keys.len(), tick))
             .map_err(PipelineError::Spawn)?
     };
     let embed_stage = embed::EmbedStage {
@@ -295,6 +319,7 @@ fn embed_run(
         stop: stop.clone(),
         stage: stages.embed.clone(),
         counters: counters.clone(),
+        idle_flush: tick,
     };
     let embed = std::thread::Builder::new()
         .name("embed".into())
@@ -346,6 +371,10 @@ fn first_failure(
         consumer => consumer.and(sink),
     }
 }
+
+/// Bounds of the tick at which stages of a run whose output rolls by time act while idle.
+const IDLE_TICK_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+const IDLE_TICK_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Key-value metadata every output file of a run carries.
 fn run_metadata(plan: &Pipeline) -> Vec<(String, String)> {

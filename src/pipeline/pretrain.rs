@@ -95,7 +95,15 @@ pub fn run(
             let result = if training.session.is_done() {
                 Ok(())
             } else {
-                consume(&items, &mut training, on_error, &thread_stop, &mut clock).map(drop)
+                consume(
+                    &items,
+                    &mut training,
+                    on_error,
+                    &thread_stop,
+                    &mut clock,
+                    None,
+                )
+                .map(drop)
             };
             drop(items);
             thread_stop.stop();

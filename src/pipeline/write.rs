@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 
+use std::time::Duration;
+
 use super::PipelineError;
+use super::engine::{Received, Ticker};
 use super::stats::{Clock, Stage};
 use crate::sink::{ErrorRecord, ErrorsFile, Sink};
 
@@ -43,12 +46,24 @@ impl<S: Sink> SinkStage<S> {
         Ok(Self { sink, errors })
     }
 
+    /// Opens the sink of a run that appends to `dir`: the errors file keeps the earlier records.
+    pub fn continuing(spec: S::Spec, dir: &Path) -> Result<Self, PipelineError> {
+        let sink = S::open(spec)?;
+        let errors = ErrorsFile::continuing(dir)?;
+        Ok(Self { sink, errors })
+    }
+
     pub fn write(&mut self, batch: &S::Batch) -> Result<(), PipelineError> {
         Ok(self.sink.write(batch)?)
     }
 
     pub fn skipped(&mut self, record: &ErrorRecord) -> Result<(), PipelineError> {
         Ok(self.errors.write(record)?)
+    }
+
+    /// Publishes by time what is due (see [`Sink::roll`]).
+    pub fn roll(&mut self) -> Result<(), PipelineError> {
+        Ok(self.sink.roll()?)
     }
 
     /// Publishes the errors file and the sink's files, also after `result` failed; a failure to
@@ -75,21 +90,45 @@ impl<S: Sink> SinkStage<S> {
 }
 
 /// The sink thread: writes what arrives until the input ends (or writing fails), then publishes.
-/// Returns what was published even when the stage failed part-way.
+/// With `tick`, the sink also publishes by time ([`Sink::roll`]) after each message and whenever
+/// nothing arrived for a tick. Returns what was published even when the stage failed part-way.
 pub fn run<S: Sink>(
     mut out: SinkStage<S>,
     input: Receiver<SinkMsg<S::Batch>>,
     stage: Arc<Stage>,
     rows_of: impl Fn(&S::Batch) -> usize,
+    tick: Option<Duration>,
 ) -> (Written, Result<(), PipelineError>) {
     let mut clock = Clock::default();
     let mut result = Ok(());
-    while let Ok(msg) = clock.wait_in(|| input.recv_blocking()) {
-        let step = clock.busy(|| match &msg {
-            SinkMsg::Rows(batch) => out.write(batch),
-            SinkMsg::Skipped(record) => out.skipped(record),
+    let ticker = match tick.map(Ticker::new).transpose() {
+        Ok(ticker) => ticker,
+        Err(e) => return (Written::default(), Err(e)),
+    };
+    loop {
+        let received = clock.wait_in(|| match &ticker {
+            Some(ticker) => ticker.recv(&input),
+            None => input
+                .recv_blocking()
+                .map_or(Received::Closed, Received::Item),
         });
-        if let SinkMsg::Rows(batch) = &msg {
+        let msg = match received {
+            Received::Item(msg) => Some(msg),
+            Received::Idle => None,
+            Received::Closed => break,
+        };
+        let step = clock.busy(|| {
+            match &msg {
+                Some(SinkMsg::Rows(batch)) => out.write(batch)?,
+                Some(SinkMsg::Skipped(record)) => out.skipped(record)?,
+                None => {}
+            }
+            if ticker.is_some() {
+                out.roll()?;
+            }
+            Ok(())
+        });
+        if let Some(SinkMsg::Rows(batch)) = &msg {
             clock.items += rows_of(batch) as u64;
         }
         if let Err(e) = step {

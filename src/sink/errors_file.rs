@@ -39,6 +39,22 @@ impl ErrorsFile {
         })
     }
 
+    /// The errors file of a run that appends to `dir`: the records of the earlier run are kept (copied
+    /// into the new file first), the new ones follow.
+    pub fn continuing(dir: &Path) -> Result<Self, SinkError> {
+        let mut file = Self::create(dir)?;
+        let earlier = dir.join(Self::NAME);
+        match std::fs::File::open(&earlier) {
+            Ok(old) => {
+                let mut old = std::io::BufReader::new(old);
+                std::io::copy(&mut old, &mut file.out).map_err(|e| io_err(&file.tmp, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&earlier, e)),
+        }
+        Ok(file)
+    }
+
     pub fn write(&mut self, record: &ErrorRecord) -> Result<(), SinkError> {
         serde_json::to_writer(&mut self.out, record).map_err(|e| io_err(&self.tmp, e))?;
         self.out

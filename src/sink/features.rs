@@ -4,7 +4,8 @@
 //! publishes the files. Memory is bounded by one row group of embeddings. The embedding length
 //! may be left open (`dim = 0`): a model may keep it dynamic, so the first batch decides it.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -13,6 +14,8 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::parts::PartFiles;
 use super::{FeatureRows, Sink, SinkError};
@@ -32,6 +35,10 @@ pub struct FeatureSinkSpec {
     pub pretext: String,
     /// Key-value metadata stored in every file (pipeline text, version, ...).
     pub metadata: Vec<(String, String)>,
+    /// Publish rows at the latest this long after the first unpublished one ([`Sink::roll`]).
+    pub roll: Option<std::time::Duration>,
+    /// Number of the first part file (0, or after the parts an earlier run left when appending).
+    pub first_part: usize,
 }
 
 pub struct FeatureWriter {
@@ -44,6 +51,8 @@ pub struct FeatureWriter {
     widths: Vec<u32>,
     heights: Vec<u32>,
     timestamps: Vec<i64>,
+    /// When the oldest row not yet in a published file was pushed.
+    unpublished_since: Option<std::time::Instant>,
 }
 
 impl FeatureWriter {
@@ -56,6 +65,7 @@ impl FeatureWriter {
             widths: Vec::new(),
             heights: Vec::new(),
             timestamps: Vec::new(),
+            unpublished_since: None,
             spec,
         };
         if writer.spec.dim > 0 {
@@ -77,7 +87,8 @@ impl FeatureWriter {
                 spec.rows_per_file,
                 spec.row_group_rows,
                 &metadata,
-            )?;
+            )?
+            .starting_at(spec.first_part);
             self.open = Some((schema, files));
         }
         Ok(self.open.as_mut().expect("opened above"))
@@ -109,6 +120,8 @@ impl FeatureWriter {
         self.heights.push(height);
         self.timestamps.push(timestamp_us);
         self.rows_total += 1;
+        self.unpublished_since
+            .get_or_insert_with(std::time::Instant::now);
         if self.keys.len() >= self.spec.row_group_rows.min(room) {
             self.flush_row_group()?;
         }
@@ -193,6 +206,21 @@ impl Sink for FeatureWriter {
         self.rows_total
     }
 
+    fn roll(&mut self) -> Result<(), SinkError> {
+        let (Some(roll), Some(since)) = (self.spec.roll, self.unpublished_since) else {
+            return Ok(());
+        };
+        if since.elapsed() < roll {
+            return Ok(());
+        }
+        self.flush_row_group()?;
+        if let Some((_, files)) = self.open.as_mut() {
+            files.close()?;
+        }
+        self.unpublished_since = None;
+        Ok(())
+    }
+
     /// Writes what is buffered, closes and publishes the open file; returns every published file.
     fn commit(mut self) -> Result<Vec<PathBuf>, SinkError> {
         if let Err(e) = self.flush_row_group() {
@@ -210,6 +238,35 @@ impl Sink for FeatureWriter {
             files.abort();
         }
     }
+}
+
+/// Fingerprints ([`crate::source::key_fingerprint`]) of the keys in the part files of `dir`: the
+/// rows an earlier run published, which a resumed continuous run does not compute again. Only
+/// the `key` column is read.
+pub fn published_keys(dir: &Path) -> Result<HashSet<u128>, SinkError> {
+    let mut keys = HashSet::new();
+    let Ok(files) = super::inspect::parquet_files(dir) else {
+        return Ok(keys); // no part files yet
+    };
+    for file in files {
+        let bad = |e: &dyn std::fmt::Display| SinkError::Read {
+            path: file.clone(),
+            reason: e.to_string(),
+        };
+        let handle = std::fs::File::open(&file).map_err(|e| bad(&e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| bad(&e))?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["key"]);
+        for batch in builder.with_projection(mask).build().map_err(|e| bad(&e))? {
+            let batch = batch.map_err(|e| bad(&e))?;
+            let column = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| bad(&"its `key` column is not utf8"))?;
+            keys.extend(column.iter().flatten().map(crate::source::key_fingerprint));
+        }
+    }
+    Ok(keys)
 }
 
 /// The feature schema for embeddings of `dim` values.
@@ -251,6 +308,8 @@ mod tests {
             model_id: "m1".into(),
             pretext: "none".into(),
             metadata: vec![("sslpipe.version".into(), "test".into())],
+            roll: None,
+            first_part: 0,
         }
     }
 

@@ -10,6 +10,8 @@
 //!   `list<float32>` on request), `width`, `height`, `model_id`, `pretext`, `event_timestamp`
 //!   (UTC), and carry the pipeline text and sslpipe's version in their key-value metadata.
 //! - Memory is bounded by one row group, whatever the number of rows.
+//! - With a roll interval (`[output] roll_seconds`), a row is published at most that long after
+//!   it is written (plus a tick), whether or not more rows follow.
 //!
 //! A new output is one new file here implementing [`Sink`] for the batches it takes
 //! ([`FeatureRows`] for features), and one arm where the run picks its sink.
@@ -26,8 +28,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use errors_file::{ErrorRecord, ErrorsFile};
-pub use features::{FeatureSinkSpec, FeatureWriter, schema};
-pub use parts::{PART_PREFIX, PartFiles, remove_previous_outputs};
+pub use features::{FeatureSinkSpec, FeatureWriter, published_keys, schema};
+pub use parts::{PART_PREFIX, PartFiles, next_part_number, remove_previous_outputs};
 pub use tensors::{TensorRow, TensorSinkSpec, TensorWriter};
 
 #[derive(Debug, Error)]
@@ -63,6 +65,11 @@ pub trait Sink: Send + Sized {
     fn write(&mut self, batch: &Self::Batch) -> Result<(), SinkError>;
     /// Rows accepted so far.
     fn rows(&self) -> u64;
+    /// Publishes what was written if its oldest row has waited the sink's roll interval (outputs
+    /// that roll by time; called between batches and while input is idle). Default: by rows only.
+    fn roll(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Publishes everything accepted; returns every file this sink published.
     fn commit(self) -> Result<Vec<PathBuf>, SinkError>;
     /// Discards what is not yet published (the open file's temporary is removed); files already

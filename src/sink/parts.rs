@@ -1,6 +1,7 @@
 //! Part files: the file half of every Parquet sink. Takes Arrow record batches of one schema and
 //! writes them as `part-NNNNN.parquet`, one row group per batch, a new file every
-//! `rows_per_file` rows, each file written as `.tmp` and renamed when closed — so a reader never
+//! `rows_per_file` rows (or earlier, when the sink closes it by time; a run that appends numbers
+//! its files after the existing ones), each file written as `.tmp` and renamed when closed — so a reader never
 //! sees half a file, and an aborted run leaves only `.tmp` files.
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub struct PartFiles {
 struct OpenFile {
     staged: Staged,
     writer: ArrowWriter<std::fs::File>,
+    opened: std::time::Instant,
     rows: usize,
 }
 
@@ -104,6 +106,7 @@ impl PartFiles {
             Ok(writer) => Ok(OpenFile {
                 staged,
                 writer,
+                opened: std::time::Instant::now(),
                 rows: 0,
             }),
             Err(e) => {
@@ -136,6 +139,22 @@ impl PartFiles {
         Ok(())
     }
 
+    /// Numbers the next file `first` (a run that appends to earlier part files starts after them).
+    pub fn starting_at(mut self, first: usize) -> Self {
+        self.next_file = first;
+        self
+    }
+
+    /// How long the open file has been open (`None`: no file is open).
+    pub fn open_for(&self) -> Option<std::time::Duration> {
+        self.open.as_ref().map(|f| f.opened.elapsed())
+    }
+
+    /// Closes and publishes the open file now (time-based rotation); the next write opens a new one.
+    pub fn close(&mut self) -> Result<(), SinkError> {
+        self.close_file()
+    }
+
     /// Removes the open file's temporary; files already published stay.
     pub fn abort(mut self) {
         if let Some(open) = self.open.take() {
@@ -154,6 +173,23 @@ impl PartFiles {
         self.close_file()?;
         Ok(self.published)
     }
+}
+
+/// The number after the highest `part-NNNNN.parquet` in `dir` (0 when there is none): where a run
+/// that appends to `dir` starts numbering.
+pub fn next_part_number(dir: &Path) -> Result<usize, SinkError> {
+    let mut next = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let name = entry.map_err(|e| io_err(dir, e))?.file_name();
+        let number = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PART_PREFIX)?.strip_suffix(".parquet"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = number {
+            next = next.max(n + 1);
+        }
+    }
+    Ok(next)
 }
 
 /// Removes what an earlier run left in `dir` (`part-*.parquet`, the errors file, their `.tmp`

@@ -76,6 +76,20 @@ fn run(
     stop: &StopFlag,
     out: &mut dyn FnMut(String, ReadLater) -> bool,
 ) -> Result<(), SourceError> {
+    walk(root, extensions, recursive, stop, &mut |key, path| {
+        out(key, Box::new(move || read_file(&path)))
+    })
+}
+
+/// Visits every image file below `root` as `(key, path)`, depth-first in sorted key order, until
+/// `visit` returns `false` or `stop` is set (the walk of the `dir` and `watch` sources).
+pub(super) fn walk(
+    root: &Path,
+    extensions: &[String],
+    recursive: bool,
+    stop: &StopFlag,
+    out: &mut dyn FnMut(String, PathBuf) -> bool,
+) -> Result<(), SourceError> {
     // Stack of pending folder listings; each is sorted descending so `pop` yields ascending order.
     let mut stack: Vec<Vec<(String, PathBuf, bool)>> = vec![list(root, "")?];
     while let Some(top) = stack.last_mut() {
@@ -95,7 +109,7 @@ fn run(
         if !has_extension(&key, extensions) {
             continue;
         }
-        if !out(key, Box::new(move || read_file(&path))) {
+        if !out(key, path) {
             return Ok(());
         }
     }

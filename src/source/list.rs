@@ -107,7 +107,7 @@ pub(super) fn lines(reader: impl BufRead) -> impl Iterator<Item = std::io::Resul
 }
 
 /// A 128-bit fingerprint of a key, for duplicate checks that do not keep the keys.
-pub(super) fn fingerprint(key: &str) -> u128 {
+pub fn fingerprint(key: &str) -> u128 {
     // Two independent FNV-1a passes; collisions at 2^-64 per pair are far below any real risk.
     let mut a: u64 = 0xcbf2_9ce4_8422_2325;
     let mut b: u64 = 0x6c62_272e_07bb_0142;

@@ -26,7 +26,9 @@ pub mod idx;
 pub mod list;
 pub mod stdin;
 pub mod tar;
+pub mod watch;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use dir::DEFAULT_EXTENSIONS;
+pub use list::fingerprint as key_fingerprint;
 
 /// A problem in the `[source]` section: the dotted field (`source.path`) and what is wrong.
 pub type Problem = (&'static str, String);
@@ -54,6 +57,14 @@ pub trait SourceKind {
     fn single_pass(&self) -> Option<&'static str> {
         None
     }
+    /// Whether the input keeps arriving (a watched folder): the run then appends to its output
+    /// and, on a restart, resumes ([`SourceKind::resume`]) instead of replacing it.
+    fn continuous(&self) -> bool {
+        false
+    }
+    /// A continuous source's restart: keys whose fingerprints are in `published` (rows an earlier
+    /// run published) are not listed again. Other kinds replace their output and ignore this.
+    fn resume(&mut self, _published: Arc<HashSet<u128>>) {}
 }
 
 /// Declares [`SourceConfig`], one variant per source kind, each with its config name.
@@ -88,6 +99,7 @@ sources! {
     Idx(idx::IdxConfig) = "idx",
     Tar(tar::TarConfig) = "tar",
     Stdin(stdin::StdinConfig) = "stdin",
+    Watch(watch::WatchConfig) = "watch",
 }
 
 impl SourceConfig {
@@ -111,6 +123,19 @@ impl SourceSpec {
     /// Why the input can be read only once, if it can (see [`SourceKind::single_pass`]).
     pub fn single_pass(&self) -> Option<&'static str> {
         self.0.kind().single_pass()
+    }
+
+    /// Whether the input keeps arriving (see [`SourceKind::continuous`]).
+    pub fn continuous(&self) -> bool {
+        self.0.kind().continuous()
+    }
+
+    /// This source, resuming after the keys an earlier run published (see
+    /// [`SourceKind::resume`]); `published` holds key fingerprints ([`key_fingerprint`]).
+    pub fn resuming(&self, published: Arc<HashSet<u128>>) -> SourceSpec {
+        let mut spec = self.clone();
+        spec.0.kind_mut().resume(published);
+        spec
     }
 
     /// Lists the entries of one pass in the source's own order.

@@ -451,3 +451,94 @@ fn pretraining_streams_tar_shards_again_on_every_epoch() {
     assert_eq!(pretrain["skipped_images"], 0, "{pretrain}");
     assert!(out.join("encoder.onnx").is_file());
 }
+
+/// A PNG of a synthetic image, as bytes.
+fn png(seed: u32) -> Vec<u8> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    synthetic(48, 40, seed)
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .unwrap();
+    bytes.into_inner()
+}
+
+/// Waits (up to a minute) for `key`'s row to be readable in a published part file of `out`.
+fn wait_for_row(out: &Path, key: &str, run: &mut std::process::Child) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if out.is_dir() && read_features(out).iter().any(|r| r.key == key) {
+            return true;
+        }
+        if run.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_watched_folder_takes_complete_files_shows_rows_while_running_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let incoming = t.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let out = t.path().join("out");
+    let source = format!(
+        "kind = \"watch\"\npath = \"{}\"\nsettle_ms = 400\npoll_ms = 50\nidle_exit_s = 4.0",
+        incoming.display()
+    );
+    let p = source_pipeline(t.path(), "watch.toml", &source, &out);
+    let body = std::fs::read_to_string(&p).unwrap() + "roll_seconds = 0.5\n";
+    std::fs::write(&p, body).unwrap();
+
+    let mut run = spawn_cli(&["run", "-q", p.to_str().unwrap()]);
+    // A file written in pieces, with pauses shorter than settle_ms: only the whole file is read.
+    let whole = png(1);
+    let mut file = std::fs::File::create(incoming.join("slow.png")).unwrap();
+    for piece in whole.chunks(whole.len() / 3 + 1) {
+        file.write_all(piece).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    drop(file);
+    assert!(
+        wait_for_row(&out, "slow.png", &mut run),
+        "the row of a finished file is published while the run goes on"
+    );
+    std::fs::write(incoming.join("b.png"), png(2)).unwrap();
+    std::fs::write(incoming.join("broken.png"), b"not a png").unwrap();
+    let done = run.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let rows = read_features(&out);
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["b.png", "slow.png"]);
+    assert_eq!(read_errors(&out).len(), 1, "the broken file is listed");
+
+    // A restart appends: published keys are not computed again, earlier files and errors stay.
+    std::fs::write(incoming.join("c.png"), png(3)).unwrap();
+    let again = run_cli(&["run", "-q", p.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let rows = read_features(&out);
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["b.png", "c.png", "slow.png"], "no key twice");
+    let errors = read_errors(&out);
+    assert_eq!(
+        errors.len(),
+        2,
+        "the earlier record is kept, broken.png again: {errors:?}"
+    );
+
+    // A watched folder is read once: pretraining on it is refused at validation.
+    let pretrain = pipeline(
+        t.path(),
+        "pretrain-watch.toml",
+        &format!(
+            "[source]\n{source}\n[pretext]\nkind = \"rotation\"\n[pretrain]\nsteps = 2\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
+    );
+    let refused = run_cli(&["validate", pretrain.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("source.kind: is single-pass"));
+}
