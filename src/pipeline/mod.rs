@@ -249,6 +249,7 @@ fn embed_run(
     let mut plan = plan.clone();
     let continuous = plan.source.continuous();
     let first_part = if continuous {
+        crate::sink::remove_unfinished_outputs(&out_dir)?;
         let published = crate::sink::published_keys(&out_dir)?;
         plan.source = plan.source.resuming(Arc::new(published));
         crate::sink::next_part_number(&out_dir)?

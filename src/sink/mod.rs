@@ -29,7 +29,9 @@ use thiserror::Error;
 
 pub use errors_file::{ErrorRecord, ErrorsFile};
 pub use features::{FeatureSinkSpec, FeatureWriter, published_keys, schema};
-pub use parts::{PART_PREFIX, PartFiles, next_part_number, remove_previous_outputs};
+pub use parts::{
+    PART_PREFIX, PartFiles, next_part_number, remove_previous_outputs, remove_unfinished_outputs,
+};
 pub use tensors::{TensorRow, TensorSinkSpec, TensorWriter};
 
 #[derive(Debug, Error)]

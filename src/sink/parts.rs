@@ -195,15 +195,26 @@ pub fn next_part_number(dir: &Path) -> Result<usize, SinkError> {
 /// Removes what an earlier run left in `dir` (`part-*.parquet`, the errors file, their `.tmp`
 /// forms), so a rerun replaces its output instead of mixing with it. Other files are kept.
 pub fn remove_previous_outputs(dir: &Path) -> Result<(), SinkError> {
+    remove_outputs(dir, false)
+}
+
+/// Removes only the unfinished files (`.tmp`) an interrupted run left in `dir`: what a run that
+/// appends to `dir` starts with.
+pub fn remove_unfinished_outputs(dir: &Path) -> Result<(), SinkError> {
+    remove_outputs(dir, true)
+}
+
+fn remove_outputs(dir: &Path, only_unfinished: bool) -> Result<(), SinkError> {
     for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        let unfinished = name.ends_with(".tmp");
         let part = name.starts_with(PART_PREFIX)
             && (name.ends_with(".parquet") || name.ends_with(".parquet.tmp"));
         let errors =
             name == super::ErrorsFile::NAME || name == format!("{}.tmp", super::ErrorsFile::NAME);
-        if part || errors {
+        if (part || errors) && (unfinished || !only_unfinished) {
             std::fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
         }
     }

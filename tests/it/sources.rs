@@ -516,12 +516,17 @@ fn a_watched_folder_takes_complete_files_shows_rows_while_running_and_resumes() 
 
     // A restart appends: published keys are not computed again, earlier files and errors stay.
     std::fs::write(incoming.join("c.png"), png(3)).unwrap();
+    std::fs::write(out.join("part-00099.parquet.tmp"), b"left by a killed run").unwrap();
     let again = run_cli(&["run", "-q", p.to_str().unwrap()]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     let rows = read_features(&out);
     let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     keys.sort();
     assert_eq!(keys, ["b.png", "c.png", "slow.png"], "no key twice");
+    assert!(
+        !file_names(&out).iter().any(|n| n.ends_with(".tmp")),
+        "an interrupted run's temporaries are cleared"
+    );
     let errors = read_errors(&out);
     assert_eq!(
         errors.len(),
