@@ -20,10 +20,11 @@
 //! [`MAX_MEMBER_BYTES`](super::tar::MAX_MEMBER_BYTES) is an error record without any request, and
 //! a body that grows past its listed size while it streams in is cut off and reported. Requests
 //! are retried with exponential backoff ([`retry_config`]: 100 ms doubling to at most 5 s, at most
-//! 5 retries, never past 60 s from the first try) on connection errors, timeouts and 5xx answers;
-//! a 4xx answer is not retried. When a pass reads every listed entry in listing order (no
+//! 5 retries, never past 60 s from the first try) on connection errors, timeouts, 5xx and 429
+//! answers; other 4xx answers are final. When a pass reads every listed entry in listing order (no
 //! shuffle, no skip, no held-out subset: [`SourceKind::list_pass`] says so), the source keeps
-//! `concurrency` GETs in flight ahead of the entry being read; otherwise it makes exactly one GET
+//! up to `concurrency` GETs in flight from the entry being read on (together at most
+//! [`MAX_AHEAD_BYTES`] of listed size; a larger object goes alone); otherwise it makes exactly one GET
 //! per entry when its turn comes, so skipped or held-out entries are never read and a shuffle
 //! window holds names, not bytes. The requests run on a small tokio runtime (one worker thread)
 //! owned by the pass; the source thread waits on them.
@@ -57,6 +58,9 @@ use super::{Problem, ReadLater, SourceError, SourceKind, StopFlag, Visit};
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// The largest `concurrency` accepted.
 pub const MAX_CONCURRENCY: usize = 64;
+/// Listed bytes of the GETs in flight on an in-order pass, at most (an object larger than this
+/// goes alone): memory stays bounded whatever `concurrency` and the object sizes are.
+pub const MAX_AHEAD_BYTES: u64 = 256 << 20;
 
 /// `[source] kind = "s3"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -154,6 +158,7 @@ impl SourceKind for S3Config {
         // In flight ahead of the entry being read (in-order passes only), by listing index.
         let mut ahead = std::collections::VecDeque::new();
         let mut next_spawn = 0;
+        let mut ahead_bytes = 0u64;
         for (i, object) in objects.iter().enumerate() {
             if stop.is_stopped() {
                 break;
@@ -163,14 +168,29 @@ impl SourceKind for S3Config {
                 Box::new(move || Err(reason))
             };
             let read: ReadLater = if in_order {
-                // `ahead` holds the GETs of entries i, i + 1, … (none for refused entries).
+                // `ahead` holds the GETs of entries i, i + 1, … (none for refused entries): at
+                // most `concurrency` of them, together at most [`MAX_AHEAD_BYTES`] listed bytes.
+                if next_spawn <= i {
+                    next_spawn = i;
+                    ahead_bytes = 0;
+                }
                 while next_spawn < objects.len() && next_spawn < i + self.concurrency {
-                    let handle = (objects[next_spawn].refused.is_none())
+                    let next = &objects[next_spawn];
+                    let size = if next.refused.is_none() { next.size } else { 0 };
+                    if next_spawn > i && ahead_bytes + size > MAX_AHEAD_BYTES {
+                        break;
+                    }
+                    ahead_bytes += size;
+                    let handle = next
+                        .refused
+                        .is_none()
                         .then(|| runtime.spawn(fetch(next_spawn)));
-                    ahead.push_back(handle);
+                    ahead.push_back((handle, size));
                     next_spawn += 1;
                 }
-                match (&object.refused, ahead.pop_front().flatten()) {
+                let (handle, size) = ahead.pop_front().expect("entry i is spawned");
+                ahead_bytes -= size;
+                match (&object.refused, handle) {
                     (Some(reason), _) => refused(reason),
                     (None, Some(handle)) => {
                         let runtime = runtime.clone();
@@ -194,7 +214,8 @@ impl SourceKind for S3Config {
                 break;
             }
         }
-        for handle in ahead.into_iter().flatten() {
+        for (handle, _) in ahead {
+            let Some(handle) = handle else { continue };
             handle.abort();
         }
         Ok(())
