@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/build-env.sh   # nasm on PATH: the JPEG decoder's SIMD
 bash scripts/dev/readers-venv.sh   # pyarrow, DuckDB, polars: the tests read our files with them
+bash scripts/dev/s3-venv.sh   # moto_server: the s3 source's tests run against it on loopback
 cargo test --benches --examples
 cargo test --lib --bins --tests "$@"

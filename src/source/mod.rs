@@ -24,6 +24,7 @@
 pub mod dir;
 pub mod idx;
 pub mod list;
+pub mod s3;
 pub mod stdin;
 pub mod tar;
 pub mod watch;
@@ -51,6 +52,15 @@ pub trait SourceKind {
     /// later, handed to `visit` until it returns `false` or `stop` is set. Nothing is read here
     /// but what listing needs.
     fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError>;
+    /// Lists the entries of a pass that reads them: like [`list`](Self::list), and `in_order`
+    /// says that every listed entry will be read, in listing order, as soon as it is listed
+    /// (unless the pass ends early) — no shuffle, no skip, no held-out subset. Only then may a
+    /// kind start reading the next entries before their turn (the `s3` source's GETs in flight);
+    /// otherwise an entry must be read only when its `ReadLater` is called.
+    fn list_pass(&self, in_order: bool, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
+        let _ = in_order;
+        self.list(stop, visit)
+    }
     /// Why the input can be listed only once (standard input), or `None` when every pass can list
     /// it again. `config` refuses a pipeline that would make several passes over a single-pass
     /// source.
@@ -100,6 +110,7 @@ sources! {
     Tar(tar::TarConfig) = "tar",
     Stdin(stdin::StdinConfig) = "stdin",
     Watch(watch::WatchConfig) = "watch",
+    S3(s3::S3Config) = "s3",
 }
 
 impl SourceConfig {
@@ -141,6 +152,11 @@ impl SourceSpec {
     /// Lists the entries of one pass in the source's own order.
     fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
         self.0.kind().list(stop, visit)
+    }
+
+    /// Lists the entries of a pass that reads them (see [`SourceKind::list_pass`]).
+    fn list_pass(&self, in_order: bool, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {
+        self.0.kind().list_pass(in_order, stop, visit)
     }
 }
 
@@ -288,7 +304,8 @@ pub fn run(
         stop,
         closed: false,
     };
-    spec.list(stop, &mut |key, read| pass.push(key, read))?;
+    let in_order = order.shuffle.is_none() && order.skip == 0 && order.subset == Subset::All;
+    spec.list_pass(in_order, stop, &mut |key, read| pass.push(key, read))?;
     pass.flush();
     Ok(())
 }
@@ -386,7 +403,7 @@ mod tests {
         let e = config("kind = \"zip\"\npath = \"x\"").unwrap_err();
         assert!(
             e.contains(
-                "unknown variant `zip`, expected one of `dir`, `list`, `idx`, `tar`, `stdin`"
+                "unknown variant `zip`, expected one of `dir`, `list`, `idx`, `tar`, `stdin`, `s3`"
             ),
             "{e}"
         );

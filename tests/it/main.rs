@@ -8,5 +8,6 @@ mod feast;
 mod pipelines;
 mod pretext;
 mod pretrain;
+mod s3;
 mod sources;
 mod support;
