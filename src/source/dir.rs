@@ -46,22 +46,29 @@ pub(super) fn default_extensions() -> Vec<String> {
     DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect()
 }
 
-fn yes() -> bool {
+pub(super) fn yes() -> bool {
     true
+}
+
+/// The check of a kind that reads a folder (`dir`, `watch`): resolves `path` and reports it unless
+/// it is a folder; normalises `extensions`.
+pub(super) fn check_folder(
+    path: &mut PathBuf,
+    extensions: &mut [String],
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    *path = resolve(path);
+    if !path.is_dir() {
+        problems.push(("source.path", format!("{} is not a folder", path.display())));
+    }
+    problems.extend(check_extensions(extensions));
+    problems
 }
 
 impl SourceKind for DirConfig {
     fn check(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        self.path = resolve(&self.path);
-        if !self.path.is_dir() {
-            problems.push((
-                "source.path",
-                format!("{} is not a folder", self.path.display()),
-            ));
-        }
-        problems.extend(check_extensions(&mut self.extensions));
-        problems
+        check_folder(&mut self.path, &mut self.extensions, resolve)
     }
 
     fn list(&self, stop: &StopFlag, visit: Visit) -> Result<(), SourceError> {

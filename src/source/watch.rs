@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
-use super::dir::{check_extensions, default_extensions, walk};
+use super::dir::{check_folder, default_extensions, walk, yes};
 use super::list::fingerprint;
 use super::{Problem, SourceError, SourceKind, StopFlag, Visit, read_file};
 
@@ -50,9 +50,6 @@ pub struct WatchConfig {
     pub published: Option<Arc<HashSet<u128>>>,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_settle_ms() -> u64 {
     1000
 }
@@ -62,15 +59,7 @@ fn default_poll_ms() -> u64 {
 
 impl SourceKind for WatchConfig {
     fn check(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        self.path = resolve(&self.path);
-        if !self.path.is_dir() {
-            problems.push((
-                "source.path",
-                format!("{} is not a folder", self.path.display()),
-            ));
-        }
-        problems.extend(check_extensions(&mut self.extensions));
+        let mut problems = check_folder(&mut self.path, &mut self.extensions, resolve);
         if self.settle_ms > 3_600_000 {
             problems.push((
                 "source.settle_ms",
