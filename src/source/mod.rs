@@ -403,7 +403,7 @@ mod tests {
         let e = config("kind = \"zip\"\npath = \"x\"").unwrap_err();
         assert!(
             e.contains(
-                "unknown variant `zip`, expected one of `dir`, `list`, `idx`, `tar`, `stdin`, `s3`"
+                "unknown variant `zip`, expected one of `dir`, `list`, `idx`, `tar`, `stdin`, `watch`, `s3`"
             ),
             "{e}"
         );
