@@ -12,12 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/setup.sh > /dev/null
 venv=.deps/venv-feast
-if [ ! -f "$venv/.complete" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "feast==0.67.*" pyarrow
-  touch "$venv/.complete"
-fi
+bash scripts/dev/venv.sh feast "feast==0.67.*" pyarrow
 if [ $# -ge 1 ]; then
   bin=$(realpath "$1")
 else

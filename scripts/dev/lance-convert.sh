@@ -10,12 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -eq 2 ] || { echo "usage: $0 FEATURES_DIR OUT.lance" >&2; exit 2; }
 venv=.deps/venv-lance
-if [ ! -f "$venv/.complete" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "pylance==14.*" pyarrow
-  touch "$venv/.complete"
-fi
+bash scripts/dev/venv.sh lance "pylance==14.*" pyarrow
 "$venv/bin/python" - "$1" "$2" <<'PY'
 import glob, sys
 import lance, pyarrow.dataset as ds

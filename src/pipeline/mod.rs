@@ -246,18 +246,20 @@ fn embed_run(
     std::fs::create_dir_all(&out_dir).map_err(|e| crate::sink::io_err(&out_dir, e))?;
     // A continuous source (a watched folder) appends: a restart keeps the published rows and
     // skips their keys. Every other run replaces its output.
-    let mut plan = plan.clone();
     let continuous = plan.source.continuous();
-    let first_part = if continuous {
+    let resumed;
+    let (plan, first_part) = if continuous {
         crate::sink::remove_unfinished_outputs(&out_dir)?;
         let published = crate::sink::published_keys(&out_dir)?;
-        plan.source = plan.source.resuming(Arc::new(published));
-        crate::sink::next_part_number(&out_dir)?
+        resumed = Pipeline {
+            source: plan.source.resuming(Arc::new(published)),
+            ..plan.clone()
+        };
+        (&resumed, crate::sink::next_part_number(&out_dir)?)
     } else {
         crate::sink::remove_previous_outputs(&out_dir)?;
-        0
+        (plan, 0)
     };
-    let plan = &plan;
     if matches!(plan.model, ModelSpec::Builtin { .. }) {
         // The encoder that made the features, as a file users can take elsewhere; model_id is its hash.
         crate::sink::write_atomically(&out_dir.join("encoder.onnx"), &encoder.onnx)?;

@@ -112,17 +112,6 @@ const AWS_ENV: [(&str, &str); 3] = [
     ("AWS_REGION", "us-east-1"),
 ];
 
-fn source_pipeline(dir: &Path, name: &str, source: &str, out: &Path) -> PathBuf {
-    pipeline(
-        dir,
-        name,
-        &format!(
-            "[pipeline]\nworkers = 2\nqueue = 4\n[source]\n{source}\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\nembedding_dim = 32\n[embed]\nbatch_size = 4\n[output]\ndir = \"{}\"\n",
-            out.display()
-        ),
-    )
-}
-
 fn run_with_env(p: &Path) -> Output {
     sslpipe()
         .args(["run", "--json", "-q", p.to_str().unwrap()])

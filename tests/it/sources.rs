@@ -6,18 +6,6 @@ use std::process::Stdio;
 
 use crate::support::*;
 
-/// A small pipeline whose `[source]` section is `source`, writing to `out`.
-fn source_pipeline(dir: &Path, name: &str, source: &str, out: &Path) -> std::path::PathBuf {
-    pipeline(
-        dir,
-        name,
-        &format!(
-            "[pipeline]\nworkers = 2\nqueue = 4\n[source]\n{source}\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\nembedding_dim = 32\n[embed]\nbatch_size = 4\n[output]\ndir = \"{}\"\n",
-            out.display()
-        ),
-    )
-}
-
 fn run_json(p: &Path) -> serde_json::Value {
     let out = run_cli(&["run", "--json", "-q", p.to_str().unwrap()]);
     assert!(out.status.success(), "run failed: {}", text(&out.stderr));

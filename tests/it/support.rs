@@ -120,6 +120,19 @@ pub fn pipeline(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A small pipeline (8-wide encoder, 32 px, batches of 4) whose `[source]` section is `source`,
+/// writing to `out`: what the source tests compare kinds with.
+pub fn source_pipeline(dir: &Path, name: &str, source: &str, out: &Path) -> PathBuf {
+    pipeline(
+        dir,
+        name,
+        &format!(
+            "[pipeline]\nworkers = 2\nqueue = 4\n[source]\n{source}\n[decode]\nsize = 32\n[model]\nkind = \"builtin\"\nwidth = 8\nstages = [1, 1]\nembedding_dim = 32\n[embed]\nbatch_size = 4\n[output]\ndir = \"{}\"\n",
+            out.display()
+        ),
+    )
+}
+
 /// One row of a feature file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
